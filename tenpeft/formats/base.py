@@ -1,0 +1,244 @@
+"""The Factorization abstraction: one tensor held as a network of small factors.
+
+A format describes a tensor ``T`` of shape ``(n_1, ..., n_d)`` by
+
+* ``factor_shapes(shape, ranks)``: the name and shape of every factor;
+* ``network(shape, ranks)``: for every factor, the labels of its axes. Labels ``0..d-1`` are the
+  tensor's modes (each carried by exactly one factor); larger labels are bonds summed over;
+* ``count(shape, ranks)``: the closed-form parameter count;
+* ``summed_terms(ranks)``: how many products add up in one entry of ``T`` (used by the init rule).
+
+Everything else (reconstruction, contraction of an input through the factors with a cost-chosen
+path, fixing or selecting indices of a mode, rank budgets, frozen-random factors, the
+zero-one-factor init) is written once here, so a new format is one short file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar, Mapping, Sequence, Union
+
+import opt_einsum
+import torch
+from torch import nn
+
+from ..errors import TenpeftError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A rank given as a parameter budget: the largest uniform rank whose count fits."""
+
+    parameters: int
+
+
+RankSpec = Union[int, Sequence[int], float, str, Budget, Mapping[str, int]]
+Index = Union[int, torch.Tensor]
+
+
+def validate_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Return ``shape`` as a tuple of positive ints or raise a TenpeftError."""
+    shape = tuple(shape)
+    if not shape or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in shape):
+        raise TenpeftError(f"tensor shape {list(shape)} is invalid: give a non-empty list of positive ints")
+    return shape
+
+
+def _check_rank_int(r, what: str) -> int:
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise TenpeftError(f"{what} must be an int >= 1, got {r!r}")
+    return r
+
+
+class Factorization(nn.Module):
+    """A tensor of shape ``shape`` held as trainable (or frozen-random) factors.
+
+    ``rank``: an int (uniform), a per-mode tuple, a fraction of the dense size (float in (0, 1] or
+    ``'same'``) or a parameter budget (``Budget(n)`` / ``{'budget': n}``).
+    Init rule: every factor is drawn so that the reconstruction would have std ``init_std``, then
+    the factor named by ``zero_factor`` is set to zero, so ``T == 0`` at init; the zero factor gets a
+    gradient at the first step and, once non-zero, every other factor at the second.
+    ``frozen``: names of factors regenerated from ``seed`` and never trained (VeRA/NOLA style); they
+    are non-persistent buffers, so a state dict never stores them.
+    """
+
+    format_name: ClassVar[str] = ""
+
+    def __init__(self, shape: Sequence[int], rank: RankSpec = 1, *, init_std: float = 0.02,
+                 factor_std: float | None = None, zero_factor: str | None = "default",
+                 frozen: Sequence[str] = (), seed: int = 0,
+                 dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        self.shape = validate_shape(shape)
+        self.ranks = self.resolve_rank(self.shape, rank)
+        self.seed = int(seed)
+        shapes = self.factor_shapes(self.shape, self.ranks)
+        zero = self.default_zero_factor(self.shape) if zero_factor == "default" else zero_factor
+        unknown = [n for n in (*frozen, *([zero] if zero else [])) if n not in shapes]
+        if unknown:
+            raise TenpeftError(f"{type(self).__name__} has no factor(s) {unknown}; its factors are {list(shapes)}")
+        if zero is not None and zero in frozen:
+            raise TenpeftError(f"factor {zero!r} cannot be both frozen and the zero-initialised factor")
+        self.zero_factor, self.frozen = zero, tuple(frozen)
+        self.factor_names = tuple(shapes)
+        for name, fshape in shapes.items():
+            tensor = torch.empty(fshape, dtype=dtype, device=device)
+            if name in self.frozen:
+                self.register_buffer(name, tensor, persistent=False)
+            else:
+                setattr(self, name, nn.Parameter(tensor))
+        self.reset_factors(init_std, factor_std)
+
+    # ----- what a format defines -------------------------------------------------------------
+    @classmethod
+    def uniform_ranks(cls, shape: tuple[int, ...], rank: int) -> tuple[int, ...]:
+        """Ranks for one int ``rank``."""
+        raise NotImplementedError
+
+    @classmethod
+    def per_mode_ranks(cls, shape: tuple[int, ...], ranks: tuple[int, ...]) -> tuple[int, ...]:
+        """Validate and normalise a rank tuple."""
+        raise TenpeftError(f"format {cls.format_name!r} takes a single int rank, got {list(ranks)}")
+
+    @classmethod
+    def factor_shapes(cls, shape, ranks) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    @classmethod
+    def network(cls, shape, ranks) -> list[tuple[str, tuple[int, ...]]]:
+        raise NotImplementedError
+
+    @classmethod
+    def count(cls, shape, ranks) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def summed_terms(cls, ranks) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def default_zero_factor(cls, shape) -> str:
+        """The factor zeroed at init unless the caller names another."""
+        raise NotImplementedError
+
+    # ----- rank resolution -------------------------------------------------------------------
+    @classmethod
+    def resolve_rank(cls, shape: tuple[int, ...], rank: RankSpec) -> tuple[int, ...]:
+        """Turn any accepted rank spec into this format's rank tuple."""
+        if isinstance(rank, bool):
+            raise TenpeftError(f"rank must be an int, a tuple, a fraction or a budget, got {rank!r}")
+        if isinstance(rank, int):
+            return cls.uniform_ranks(shape, _check_rank_int(rank, "rank"))
+        if isinstance(rank, (tuple, list)):
+            return cls.per_mode_ranks(shape, tuple(_check_rank_int(r, "every rank") for r in rank))
+        if rank == "same":
+            rank = 1.0
+        if isinstance(rank, float):
+            if not 0.0 < rank <= 1.0:
+                raise TenpeftError(f"a fractional rank must lie in (0, 1], got {rank}")
+            return cls._ranks_for_budget(shape, int(rank * math.prod(shape)))
+        if isinstance(rank, Mapping) and set(rank) == {"budget"}:
+            rank = Budget(rank["budget"])
+        if isinstance(rank, Budget):
+            return cls._ranks_for_budget(shape, _check_rank_int(rank.parameters, "a parameter budget"))
+        raise TenpeftError(f"rank must be an int, a tuple, a fraction, 'same' or Budget(n), got {rank!r}")
+
+    @classmethod
+    def _ranks_for_budget(cls, shape, budget: int) -> tuple[int, ...]:
+        smallest = cls.count(shape, cls.uniform_ranks(shape, 1))
+        if smallest > budget:
+            raise TenpeftError(
+                f"a budget of {budget} parameters cannot be met by format {cls.format_name!r} on shape "
+                f"{list(shape)}: even rank 1 needs {smallest}; raise the budget or use a smaller shape")
+        lo, hi = 1, max(2, budget)  # count grows at least linearly in the rank
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cls.count(shape, cls.uniform_ranks(shape, mid)) <= budget:
+                lo = mid
+            else:
+                hi = mid
+        return cls.uniform_ranks(shape, lo)
+
+    # ----- init --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_factors(self, init_std: float, factor_std: float | None = None) -> None:
+        """Apply the init rule (see the class docstring); frozen factors come from ``seed``.
+        ``factor_std`` draws every factor with that std instead of targeting ``init_std``."""
+        n_factors = len(self.factor_names)
+        std = factor_std or (init_std ** 2 / self.summed_terms(self.ranks)) ** (1.0 / (2 * n_factors))
+        for i, name in enumerate(self.factor_names):
+            factor = getattr(self, name)
+            if factor.is_meta:
+                continue
+            if name == self.zero_factor:
+                factor.zero_()
+            elif name in self.frozen:
+                gen = torch.Generator().manual_seed(self.seed * 1009 + i)
+                factor.copy_(torch.randn(factor.shape, generator=gen) * std)
+            else:
+                factor.normal_(0.0, std)
+
+    # ----- use ---------------------------------------------------------------------------------
+    def factors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.factor_names}
+
+    @property
+    def num_parameters(self) -> int:
+        """Closed-form count of the trainable entries (frozen factors excluded)."""
+        shapes = self.factor_shapes(self.shape, self.ranks)
+        frozen = sum(math.prod(shapes[n]) for n in self.frozen)
+        return self.count(self.shape, self.ranks) - frozen
+
+    def reconstruct(self) -> torch.Tensor:
+        """The full tensor ``T`` (only for small tensors, tests and merging)."""
+        return self.contract(None, (), tuple(range(len(self.shape))))
+
+    def contract(self, x: torch.Tensor | None, x_modes: Sequence[int], out_modes: Sequence[int],
+                 fixed: Mapping[int, Index] | None = None) -> torch.Tensor:
+        """Contract ``x`` through the factors without building ``T``.
+
+        ``x`` has shape ``(*batch, n_{x_modes[0]}, ...)``; the result has shape
+        ``(*batch, n_{out_modes[0]}, ...)``. ``fixed[mode]`` is an int (the mode is sliced at that
+        index and disappears) or a 1-D index tensor (the mode keeps only those indices).
+        The contraction order is the cheapest one opt_einsum finds for these shapes (cached).
+        """
+        fixed = fixed or {}
+        operands, labels = [], []
+        for name, axes in self.network(self.shape, self.ranks):
+            tensor, axes = getattr(self, name), list(axes)
+            for mode, index in fixed.items():
+                if mode in axes:
+                    pos = axes.index(mode)
+                    if isinstance(index, int):
+                        tensor = tensor.select(pos, index)
+                        axes.pop(pos)
+                    else:
+                        tensor = tensor.index_select(pos, index)
+            operands.append(tensor)
+            labels.append(tuple(axes))
+        batch = ()
+        if x is not None:
+            batch = x.shape[: x.dim() - len(x_modes)]
+            operands.insert(0, x.reshape(-1, *x.shape[len(batch):]))
+            labels.insert(0, (_BATCH, *x_modes))
+        out_labels = ((_BATCH,) if x is not None else ()) + tuple(out_modes)
+        expr = _expression(tuple(labels), out_labels, tuple(tuple(t.shape) for t in operands))
+        result = expr(*operands, backend="torch")
+        return result.reshape(*batch, *result.shape[1 if x is not None else 0:])
+
+    def extra_repr(self) -> str:
+        return f"shape={list(self.shape)}, ranks={list(self.ranks)}, zero={self.zero_factor}, frozen={list(self.frozen)}"
+
+
+_BATCH = 63  # a label no format uses for a mode or bond
+
+
+@lru_cache(maxsize=4096)
+def _expression(labels, out_labels, shapes):
+    """An opt_einsum contraction expression for these labels and shapes (cost-optimised path)."""
+    used = sorted({lab for axes in labels for lab in axes} | set(out_labels))
+    symbol = {lab: opt_einsum.get_symbol(i) for i, lab in enumerate(used)}
+    terms = ",".join("".join(symbol[a] for a in axes) for axes in labels)
+    eq = terms + "->" + "".join(symbol[a] for a in out_labels)
+    return opt_einsum.contract_expression(eq, *shapes, optimize="auto")

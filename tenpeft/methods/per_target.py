@@ -1,0 +1,91 @@
+"""Per-target parallel methods: LoRA (per-matrix CP) and LoRETTA_rep (TT-tensorized bottleneck)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from ..formats import get_format
+from ..layouts.bottleneck import BottleneckUpdate
+from ..layouts.per_matrix import MatrixUpdate
+from ..shapes import check_explicit_shapes, matrix_shape
+from .base import BuildContext, MethodConfig, Plan, parallel_plan, scale_from_alpha
+
+
+@dataclass
+class LoraConfig(MethodConfig):
+    """LoRA: ``ΔW = (alpha/rank) B A`` (CP of the matrix). ``format`` may be any registered format."""
+
+    rank: int = 8
+    alpha: float | None = None
+    scale: float = 1.0
+    format: str = "cp"
+
+
+def build_lora(ctx: BuildContext) -> Plan:
+    c = ctx.config
+    scale = scale_from_alpha(c.alpha, c.rank, c.scale)
+
+    def make(target):
+        if c.format != "cp":
+            return MatrixUpdate(target.in_features, target.out_features, c.format, c.rank, scale=scale,
+                                **ctx.placement(target))
+        # PEFT's LoRA init: B = factor_0 (out x r) zero, A^T = factor_1 ~ U(-1/sqrt(in), 1/sqrt(in))
+        update = MatrixUpdate(target.in_features, target.out_features, "cp", c.rank, scale=scale,
+                              zero_factor="factor_0", **ctx.placement(target))
+        a = update.factorization.factor_1
+        if not a.is_meta:
+            with torch.no_grad():
+                bound = 1 / math.sqrt(target.in_features)
+                a.uniform_(-bound, bound)
+        return update
+
+    return parallel_plan(ctx, make)
+
+
+def lora_formula(ctx: BuildContext) -> dict[str, int]:
+    fmt = get_format(ctx.config.format)
+    total = 0
+    for t in ctx.targets:
+        shape = (t.out_features, t.in_features)
+        total += fmt.count(shape, fmt.resolve_rank(shape, ctx.config.rank))
+    return {"factors": total}
+
+
+@dataclass
+class LorettaRepConfig(MethodConfig):
+    """LoRETTA_rep: ``ΔW = scale * U V``, ``U (out x bottleneck)``, ``V (bottleneck x in)`` each a
+    TT of rank ``rank`` over an automatic shape (or ``shapes={"768x8": [8, 8, 12, 8], ...}``)."""
+
+    rank: int = 5
+    bottleneck: int = 8
+    scale: float = 1.0
+    format: str = "tt"
+    shapes: Mapping[str, Sequence[int]] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_explicit_shapes(self.shapes)
+
+
+def build_loretta_rep(ctx: BuildContext) -> Plan:
+    c = ctx.config
+    return parallel_plan(ctx, lambda t: BottleneckUpdate(
+        t.in_features, t.out_features, c.format, c.rank, c.bottleneck, scale=c.scale, shapes=c.shapes,
+        **ctx.placement(t)))
+
+
+def tensorized_count(fmt_name: str, rows: int, cols: int, rank, shapes) -> int:
+    """Closed-form parameter count of a ``rows x cols`` matrix held in ``fmt_name``."""
+    fmt = get_format(fmt_name)
+    shape = matrix_shape(rows, cols, shapes) if fmt_name != "dense" else (rows, cols)
+    return fmt.count(shape, fmt.resolve_rank(shape, rank))
+
+
+def loretta_rep_formula(ctx: BuildContext) -> dict[str, int]:
+    c = ctx.config
+    return {"factors": sum(tensorized_count(c.format, t.out_features, c.bottleneck, c.rank, c.shapes)
+                           + tensorized_count(c.format, c.bottleneck, t.in_features, c.rank, c.shapes)
+                           for t in ctx.targets)}

@@ -1,0 +1,82 @@
+"""Placements: where an update enters the model.
+
+* :class:`ParallelUpdate` wraps a linear map: ``y = W_0 x + sum_s ΔW_s x`` (each update may cover
+  a row slice of a fused linear such as GPT-2's ``c_attn``). Mergeable.
+* :class:`SerialAdapter` wraps a sublayer's output linear: ``h = W_0 x; h + up(σ(down(h)))``.
+  Not mergeable.
+
+Updates compute in their own dtype (fp32 factors on a bf16 base) and cast back; no autocast here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .structure import linear_dims
+
+
+class Update(nn.Module):
+    """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``."""
+
+    in_features: int
+    out_features: int
+    compute_dtype: torch.dtype = torch.float32
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AdapterWrapper(nn.Module):
+    """Marker base for modules that tenpeft put in place of a base module (``self.base``)."""
+
+    base: nn.Module
+
+
+class ParallelUpdate(AdapterWrapper):
+    """``y = base(x) + ΔW x``; ``slices[i]`` places update ``i`` on output rows ``[start, stop)``."""
+
+    def __init__(self, base: nn.Module, updates: list[Update], slices: list[tuple[int, int] | None]):
+        super().__init__()
+        self.base = base
+        self.updates = nn.ModuleList(updates)
+        self.slices = list(slices)
+        self.in_features, self.out_features = linear_dims(base)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y = self.base(x, *args, **kwargs)
+        for update, out_slice in zip(self.updates, self.slices):
+            delta = update(x.to(update.compute_dtype)).to(y.dtype)
+            if out_slice is not None:
+                delta = F.pad(delta, (out_slice[0], self.out_features - out_slice[1]))
+            y = y + delta
+        return y
+
+    def delta_weight(self) -> torch.Tensor:
+        """The summed update as an ``out x in`` matrix (for merging and checks only)."""
+        total = None
+        for update, out_slice in zip(self.updates, self.slices):
+            delta = update.delta_weight()
+            if out_slice is not None:
+                delta = F.pad(delta, (0, 0, out_slice[0], self.out_features - out_slice[1]))
+            total = delta if total is None else total + delta
+        return total
+
+
+class SerialAdapter(AdapterWrapper):
+    """Bottleneck adapter after ``base``: ``h + up(act(down(h)))`` with ``h = base(x)``."""
+
+    def __init__(self, base: nn.Module, down: nn.Module, up: nn.Module, activation: str = "relu"):
+        super().__init__()
+        self.base, self.down, self.up = base, down, up
+        self.activation = activation
+        self.act = _ACTIVATIONS[activation]()
+        self.compute_dtype = down.compute_dtype
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        h = self.base(x, *args, **kwargs)
+        return h + self.up(self.act(self.down(h.to(self.compute_dtype)))).to(h.dtype)
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity}
+ACTIVATIONS = tuple(_ACTIVATIONS)

@@ -1,0 +1,84 @@
+"""Tensorized-shape search: factor any matrix size into tensor modes near a target size.
+
+Replaces the reference code's hard-coded tables keyed by hidden size (which missed 512, 2048, 3072
+and had wrong entries): ``factorize(n)`` works for any ``n`` (``11008 = 2^8 * 43`` gives
+``[4, 8, 8, 43]``), and every shape is validated against its matrix at construction.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Mapping, Sequence
+
+from .errors import TenpeftError
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors + ([n] if n > 1 else [])
+
+
+@lru_cache(maxsize=1024)
+def factorize(n: int, target: int = 8) -> tuple[int, ...]:
+    """Split ``n`` into ``k = round(log_target n)`` factors (ascending) as equal as ``n`` allows.
+
+    "Equal" minimises the squared log-distance of each factor from ``n ** (1/k)``; a prime larger
+    than that stays one factor. ``factorize(768) == (8, 8, 12)``, ``factorize(64) == (8, 8)``.
+    """
+    if n < 1:
+        raise TenpeftError(f"cannot tensorize a dimension of size {n}")
+    if n == 1:
+        return (1,)
+    k = max(1, round(math.log(n) / math.log(target)))
+    best = min(_splits(tuple(_prime_factors(n)), k), key=lambda fs: _imbalance(fs, n, k))
+    return tuple(sorted(best))
+
+
+def _splits(primes: tuple[int, ...], k: int) -> set[tuple[int, ...]]:
+    """Every way to multiply the primes into at most ``k`` factors (as sorted tuples)."""
+    found: set[tuple[int, ...]] = {()}
+    for p in primes:
+        grown = set()
+        for fs in found:
+            for i in range(len(fs)):
+                grown.add(tuple(sorted(fs[:i] + (fs[i] * p,) + fs[i + 1:])))
+            if len(fs) < k:
+                grown.add(tuple(sorted(fs + (p,))))
+        found = grown
+    return found
+
+
+def _imbalance(factors: tuple[int, ...], n: int, k: int) -> tuple[float, int]:
+    ideal = math.log(n) / k
+    return sum((math.log(f) - ideal) ** 2 for f in factors) + (k - len(factors)), -len(factors)
+
+
+def matrix_shape(rows: int, cols: int, explicit: Mapping[str, Sequence[int]] | None = None,
+                 target: int = 8) -> tuple[int, ...]:
+    """Tensor shape for a ``rows x cols`` matrix: ``explicit["{rows}x{cols}"]`` if given, else
+    ``factorize(rows)`` ascending then ``factorize(cols)`` descending (the LoRETTA layout:
+    768x8 -> [8, 8, 12, 8], 8x768 -> [8, 12, 8, 8], 768x64 -> [8, 8, 12, 8, 8])."""
+    key = f"{rows}x{cols}"
+    if explicit and key in explicit:
+        shape = tuple(int(k) for k in explicit[key])
+        if math.prod(shape) != rows * cols or min(shape, default=0) < 1:
+            raise TenpeftError(
+                f"tensor shape {list(shape)} for the {key} matrix has product {math.prod(shape)}, "
+                f"not {rows * cols}; give positive factors whose product is {rows}*{cols}")
+        return shape
+    return factorize(rows, target) + tuple(reversed(factorize(cols, target)))
+
+
+def check_explicit_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
+    """Validate a ``{"ROWSxCOLS": [k1, k2, ...]}`` mapping (product must equal ROWS*COLS)."""
+    for key, shape in (shapes or {}).items():
+        try:
+            rows, cols = (int(v) for v in key.split("x"))
+        except ValueError:
+            raise TenpeftError(f"tensor-shape key {key!r} must look like '768x64' (rows x cols)") from None
+        matrix_shape(rows, cols, {key: shape})

@@ -1,0 +1,195 @@
+"""Model structure: layers, heads, KV heads, head dim and the Q/K/V/O and FFN linears of a model.
+
+Families are registered by ``config.model_type`` in ``FAMILIES`` (one place); an unknown family
+raises a TenpeftError that says how to name modules by hand or register the family.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from torch import nn
+
+from .errors import TenpeftError
+
+ATTENTION_ROLES = ("q", "k", "v", "o")
+FFN_ROLES = ("ffn_gate", "ffn_in", "ffn_out")
+ROLE_ALIASES = {"attn": ATTENTION_ROLES, "ffn": FFN_ROLES, "all": ATTENTION_ROLES + FFN_ROLES}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Where a family keeps its blocks: ``layer_pattern`` matches the end of a layer module's name
+    (one group: the layer index); ``roles`` maps a role to the linear's name inside the layer;
+    ``fused_qkv`` names one linear whose output is [Q | K | V] (GPT-2's ``c_attn``)."""
+
+    layer_pattern: str
+    roles: dict[str, str]
+    fused_qkv: str | None = None
+
+
+_BERT_LIKE = dict(layer_pattern=r"encoder\.layer\.(\d+)", roles={
+    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+    "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"})
+_LLAMA_LIKE = FamilySpec(r"layers\.(\d+)", {
+    "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj", "ffn_in": "mlp.up_proj", "ffn_out": "mlp.down_proj"})
+
+FAMILIES: dict[str, FamilySpec] = {
+    "bert": FamilySpec(**_BERT_LIKE),
+    "roberta": FamilySpec(**_BERT_LIKE),
+    "deberta-v2": FamilySpec(r"encoder\.layer\.(\d+)", {
+        "q": "attention.self.query_proj", "k": "attention.self.key_proj",
+        "v": "attention.self.value_proj", "o": "attention.output.dense",
+        "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}),
+    "llama": _LLAMA_LIKE, "mistral": _LLAMA_LIKE, "qwen2": _LLAMA_LIKE, "qwen3": _LLAMA_LIKE,
+    "gpt2": FamilySpec(r"h\.(\d+)", {"o": "attn.c_proj", "ffn_in": "mlp.c_fc", "ffn_out": "mlp.c_proj"},
+                       fused_qkv="attn.c_attn"),
+}
+
+
+def register_family(model_type: str, spec: FamilySpec) -> None:
+    """Teach tenpeft a new ``config.model_type``."""
+    FAMILIES[model_type] = spec
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weight to adapt: module ``name``; ``out_slice`` restricts it to output rows
+    ``[start, stop)`` of a fused linear. ``role`` is q/k/v/o/ffn_* or, for hand-named modules, the
+    name with its layer index replaced by ``*``."""
+
+    name: str
+    role: str
+    layer: int | None
+    in_features: int
+    out_features: int
+    out_slice: tuple[int, int] | None = None
+
+
+@dataclass
+class ModelStructure:
+    """What the engine knows of a model (see module docstring)."""
+
+    family: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    backbone: str
+    layers: list[dict[str, Target]] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)
+    head: list[str] = field(default_factory=list)
+
+
+def linear_dims(module: nn.Module) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` of an nn.Linear or a transformers Conv1D (weight in x out)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+        return tuple(module.weight.shape)
+    return None
+
+
+def _is_norm(module: nn.Module) -> bool:
+    name = type(module).__name__.lower()
+    return isinstance(module, nn.LayerNorm) or name.endswith(("rmsnorm", "layernorm"))
+
+
+_TASK_HEADS = ("SequenceClassification", "TokenClassification", "QuestionAnswering", "MultipleChoice")
+
+
+def backbone_prefix(model: nn.Module) -> str:
+    prefix = getattr(model, "base_model_prefix", "")
+    return prefix if prefix and isinstance(getattr(model, prefix, None), nn.Module) else ""
+
+
+def task_head(model: nn.Module) -> list[str]:
+    """Top-level modules of a task head (new, randomly initialised); empty for LMs and bare models."""
+    if not any(kind in type(model).__name__ for kind in _TASK_HEADS):
+        return []
+    prefix = backbone_prefix(model)
+    return [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
+
+
+def norm_modules(model: nn.Module) -> list[str]:
+    """Names of the LayerNorm/RMSNorm modules outside the task head."""
+    head = tuple(task_head(model))
+    return [n for n, m in model.named_modules() if _is_norm(m) and not n.startswith(head)]
+
+
+def discover(model: nn.Module) -> ModelStructure:
+    """Find layers, heads and Q/K/V/O/FFN linears of a known family, or raise a TenpeftError."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    spec = FAMILIES.get(model_type)
+    if spec is None:
+        raise TenpeftError(
+            f"model family {model_type!r} ({type(model).__name__}) is not known to tenpeft (known: "
+            f"{sorted(FAMILIES)}). Name the linears to adapt with target_modules=[...] (names, suffixes "
+            f"or one regex), or register the family: tenpeft.register_family({model_type!r}, FamilySpec(...))")
+    layer_re = re.compile(r"(?:^|\.)" + spec.layer_pattern + r"$")
+    layer_names = sorted(((int(m.group(1)), n) for n in dict(model.named_modules())
+                          if (m := layer_re.search(n))))
+    num_layers = config.num_hidden_layers
+    if [i for i, _ in layer_names] != list(range(num_layers)):
+        raise TenpeftError(f"found layers {[n for _, n in layer_names][:4]}... for family {model_type!r} "
+                           f"but the config says {num_layers} layers; pass target_modules=[...] by hand")
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    structure = ModelStructure(model_type, num_layers, heads, kv_heads, head_dim, config.hidden_size,
+                               backbone_prefix(model), norms=norm_modules(model), head=task_head(model))
+    modules = dict(model.named_modules())
+    for index, layer_name in layer_names:
+        structure.layers.append(_layer_targets(modules, layer_name, index, spec, structure))
+    return structure
+
+
+def _layer_targets(modules, layer_name, index, spec, s: ModelStructure) -> dict[str, Target]:
+    targets = {}
+    for role, rel in spec.roles.items():
+        name = f"{layer_name}.{rel}"
+        dims = linear_dims(modules.get(name))
+        if dims is None:
+            raise TenpeftError(f"expected a linear layer at {name!r} for role {role!r} of family "
+                               f"{s.family!r}; pass target_modules=[...] by hand")
+        targets[role] = Target(name, role, index, *dims)
+    if spec.fused_qkv:
+        name = f"{layer_name}.{spec.fused_qkv}"
+        in_f, out_f = linear_dims(modules[name])
+        widths = (s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim)
+        if sum(widths) != out_f:
+            raise TenpeftError(f"fused QKV {name!r} has {out_f} outputs, expected {sum(widths)}")
+        start = 0
+        for role, width in zip("qkv", widths):
+            targets[role] = Target(name, role, index, in_f, width, (start, start + width))
+            start += width
+    _check_attention_dims(targets, s)
+    return targets
+
+
+def _check_attention_dims(targets: dict[str, Target], s: ModelStructure) -> None:
+    expected = {"q": s.num_heads, "k": s.num_kv_heads, "v": s.num_kv_heads}
+    for role, heads in expected.items():
+        if role in targets and targets[role].out_features != heads * s.head_dim:
+            raise TenpeftError(f"{targets[role].name} has {targets[role].out_features} outputs, but "
+                               f"{heads} heads x head_dim {s.head_dim} were expected from the config")
+    if "o" in targets and targets["o"].in_features != s.num_heads * s.head_dim:
+        raise TenpeftError(f"{targets['o'].name} takes {targets['o'].in_features} inputs, expected "
+                           f"{s.num_heads} heads x {s.head_dim}")
+
+
+def expand_roles(roles: Sequence[str]) -> tuple[str, ...]:
+    """Expand aliases (attn, ffn, all) and check every role is known."""
+    known = set(ROLE_ALIASES["all"])
+    out: list[str] = []
+    for role in roles:
+        for r in ROLE_ALIASES.get(role, (role,)):
+            if r not in known:
+                raise TenpeftError(f"unknown role {role!r}; use {sorted(known)} or {sorted(ROLE_ALIASES)}")
+            if r not in out:
+                out.append(r)
+    return tuple(out)
