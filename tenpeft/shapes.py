@@ -60,11 +60,12 @@ def _imbalance(factors: tuple[int, ...], n: int, k: int) -> tuple[float, int]:
 
 def matrix_shape(rows: int, cols: int, explicit: Mapping[str, Sequence[int]] | None = None,
                  target: int = 8) -> tuple[int, ...]:
-    """Tensor shape for a ``rows x cols`` matrix: ``explicit["{rows}x{cols}"]`` if given, else
+    """Tensor shape for a ``rows x cols`` matrix: ``explicit["{rows}x{cols}"]`` (or the transposed
+    key ``"{cols}x{rows}"``, so the paper's in x out notation works too) if given, else
     ``factorize(rows)`` ascending then ``factorize(cols)`` descending (the LoRETTA layout:
     768x8 -> [8, 8, 12, 8], 8x768 -> [8, 12, 8, 8], 768x64 -> [8, 8, 12, 8, 8])."""
-    key = f"{rows}x{cols}"
-    if explicit and key in explicit:
+    key = next((k for k in (f"{rows}x{cols}", f"{cols}x{rows}") if explicit and k in explicit), None)
+    if key is not None:
         shape = tuple(int(k) for k in explicit[key])
         if math.prod(shape) != rows * cols or min(shape, default=0) < 1:
             raise TenpeftError(
@@ -82,3 +83,12 @@ def check_explicit_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
         except ValueError:
             raise TenpeftError(f"tensor-shape key {key!r} must look like '768x64' (rows x cols)") from None
         matrix_shape(rows, cols, {key: shape})
+
+
+def check_shapes_used(shapes: Mapping[str, Sequence[int]] | None, matrices: set[tuple[int, int]]) -> None:
+    """Every explicit shape must name a matrix that is really tensorized (else it was a typo)."""
+    keys = {f"{r}x{c}" for r, c in matrices} | {f"{c}x{r}" for r, c in matrices}
+    unused = sorted(set(shapes or {}) - keys)
+    if unused:
+        raise TenpeftError(f"shapes given for {unused} match no tensorized matrix of this injection; "
+                           f"its matrices are {sorted({f'{r}x{c}' for r, c in matrices})}")

@@ -22,7 +22,8 @@ ROLE_ALIASES = {"attn": ATTENTION_ROLES, "ffn": FFN_ROLES, "all": ATTENTION_ROLE
 class FamilySpec:
     """Where a family keeps its blocks: ``layer_pattern`` matches the end of a layer module's name
     (one group: the layer index); ``roles`` maps a role to the linear's name inside the layer;
-    ``fused_qkv`` names one linear whose output is [Q | K | V] (GPT-2's ``c_attn``)."""
+    ``fused_qkv`` names one linear whose output rows are three contiguous blocks [Q | K | V]
+    (GPT-2's ``c_attn``; not GPT-NeoX's per-head interleaving)."""
 
     layer_pattern: str
     roles: dict[str, str]

@@ -203,29 +203,42 @@ class Factorization(nn.Module):
         index and disappears) or a 1-D index tensor (the mode keeps only those indices).
         The contraction order is the cheapest one opt_einsum finds for these shapes (cached).
         """
-        fixed = fixed or {}
+        batch = x.shape[: x.dim() - len(x_modes)] if x is not None else ()
+        operands, labels, out_labels = self._operands(x, x_modes, out_modes, fixed)
+        expr = _expression(_equation(labels, out_labels), tuple(tuple(t.shape) for t in operands))
+        result = expr(*operands, backend="torch")
+        return result.reshape(*batch, *result.shape[1 if x is not None else 0:])
+
+    def contraction_info(self, x_shape: Sequence[int], x_modes: Sequence[int], out_modes: Sequence[int],
+                         fixed: Mapping[int, Index] | None = None) -> opt_einsum.contract.PathInfo:
+        """opt_einsum's plan for ``contract`` on an input of ``x_shape``: path, flops, largest
+        intermediate (to check that no large tensor is ever formed)."""
+        x = torch.empty(tuple(x_shape), device="meta")
+        operands, labels, out_labels = self._operands(x, x_modes, out_modes, fixed)
+        shapes = [tuple(t.shape) for t in operands]
+        return opt_einsum.contract_path(_equation(labels, out_labels), *shapes, shapes=True, optimize="auto")[1]
+
+    def _operands(self, x, x_modes, out_modes, fixed):
+        """The factors (sliced by ``fixed``) and ``x`` with their axis labels."""
         operands, labels = [], []
         for name, axes in self.network(self.shape, self.ranks):
             tensor, axes = getattr(self, name), list(axes)
-            for mode, index in fixed.items():
+            for mode, index in (fixed or {}).items():
                 if mode in axes:
                     pos = axes.index(mode)
                     if isinstance(index, int):
                         tensor = tensor.select(pos, index)
                         axes.pop(pos)
                     else:
-                        tensor = tensor.index_select(pos, index)
+                        tensor = tensor.index_select(pos, index.to(tensor.device))
             operands.append(tensor)
             labels.append(tuple(axes))
-        batch = ()
-        if x is not None:
-            batch = x.shape[: x.dim() - len(x_modes)]
-            operands.insert(0, x.reshape(-1, *x.shape[len(batch):]))
-            labels.insert(0, (_BATCH, *x_modes))
-        out_labels = ((_BATCH,) if x is not None else ()) + tuple(out_modes)
-        expr = _expression(tuple(labels), out_labels, tuple(tuple(t.shape) for t in operands))
-        result = expr(*operands, backend="torch")
-        return result.reshape(*batch, *result.shape[1 if x is not None else 0:])
+        if x is None:
+            return operands, labels, tuple(out_modes)
+        batch_dims = x.dim() - len(x_modes)
+        operands.insert(0, x.reshape(-1, *x.shape[batch_dims:]))
+        labels.insert(0, (_BATCH, *x_modes))
+        return operands, labels, (_BATCH, *out_modes)
 
     def extra_repr(self) -> str:
         return f"shape={list(self.shape)}, ranks={list(self.ranks)}, zero={self.zero_factor}, frozen={list(self.frozen)}"
@@ -234,11 +247,15 @@ class Factorization(nn.Module):
 _BATCH = 63  # a label no format uses for a mode or bond
 
 
-@lru_cache(maxsize=4096)
-def _expression(labels, out_labels, shapes):
-    """An opt_einsum contraction expression for these labels and shapes (cost-optimised path)."""
+def _equation(labels, out_labels) -> str:
+    """An einsum equation for integer axis labels."""
     used = sorted({lab for axes in labels for lab in axes} | set(out_labels))
     symbol = {lab: opt_einsum.get_symbol(i) for i, lab in enumerate(used)}
-    terms = ",".join("".join(symbol[a] for a in axes) for axes in labels)
-    eq = terms + "->" + "".join(symbol[a] for a in out_labels)
-    return opt_einsum.contract_expression(eq, *shapes, optimize="auto")
+    return ",".join("".join(symbol[a] for a in axes) for axes in labels) + "->" + "".join(
+        symbol[a] for a in out_labels)
+
+
+@lru_cache(maxsize=4096)
+def _expression(equation: str, shapes):
+    """A cached opt_einsum expression: the contraction path is chosen by cost once per shapes."""
+    return opt_einsum.contract_expression(equation, *shapes, optimize="auto")

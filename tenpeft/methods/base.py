@@ -46,7 +46,7 @@ class MethodConfig:
         for name in ("rank", "bottleneck", "num_bases", "head_rank"):
             value = getattr(self, name, None)
             if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-                raise TenpeftError(f"{name} must be >= 1, got {value}")
+                raise TenpeftError(f"{name} must be an int >= 1, got {value}")
         if self.adapter_dtype != "auto" and not isinstance(getattr(torch, self.adapter_dtype, None), torch.dtype):
             raise TenpeftError(f"adapter_dtype={self.adapter_dtype!r} is not a torch dtype name (or 'auto')")
 

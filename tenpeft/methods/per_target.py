@@ -10,7 +10,7 @@ import torch
 from ..formats import get_format
 from ..layouts.bottleneck import BottleneckUpdate
 from ..layouts.per_matrix import MatrixUpdate
-from ..shapes import check_explicit_shapes, matrix_shape
+from ..shapes import check_explicit_shapes, check_shapes_used, matrix_shape
 from .base import BuildContext, MethodConfig, Plan, parallel_plan, scale_from_alpha
 
 
@@ -72,6 +72,8 @@ class LorettaRepConfig(MethodConfig):
 
 def build_loretta_rep(ctx: BuildContext) -> Plan:
     c = ctx.config
+    check_shapes_used(c.shapes, {m for t in ctx.targets for m in ((t.out_features, c.bottleneck),
+                                                                    (c.bottleneck, t.in_features))})
     return parallel_plan(ctx, lambda t: BottleneckUpdate(
         t.in_features, t.out_features, c.format, c.rank, c.bottleneck, scale=c.scale, shapes=c.shapes,
         **ctx.placement(t)))

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 from ..errors import TenpeftError
 from ..layouts.bottleneck import TensorizedLinear
 from ..placements import ACTIVATIONS, SerialAdapter
-from ..shapes import check_explicit_shapes
+from ..shapes import check_explicit_shapes, check_shapes_used
 from .base import BuildContext, MethodConfig, Plan
 from .per_target import tensorized_count
 
@@ -45,6 +45,11 @@ class LorettaAdpConfig(AdapterConfig):
 
 def build_serial(ctx: BuildContext) -> Plan:
     c, plan = ctx.config, Plan()
+    if c.format != "dense":
+        check_shapes_used(c.shapes, {m for t in ctx.targets for m in ((c.bottleneck, t.out_features),
+                                                                        (t.out_features, c.bottleneck))})
+    elif c.shapes:
+        raise TenpeftError("shapes= only applies to tensorized formats; the dense adapter has none")
     for t in ctx.targets:
         if t.out_slice is not None:
             raise TenpeftError(f"a serial adapter goes after a whole output linear, not a slice of {t.name}; "

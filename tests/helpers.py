@@ -1,0 +1,28 @@
+"""Shared checks for the test matrix."""
+from __future__ import annotations
+
+import torch
+
+
+def logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def train_steps(model, batch, steps: int = 3, lr: float = 1e-2) -> list[set[str]]:
+    """AdamW steps on the model's own loss; returns, per step, the trainable names with a non-zero grad."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    model.train()
+    nonzero = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        nonzero.append({n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0})
+        optimizer.step()
+    model.eval()
+    return nonzero

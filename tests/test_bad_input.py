@@ -1,0 +1,97 @@
+"""Bad input: one clear TenpeftError, and the model exactly as it was."""
+import pytest
+import torch
+from torch import nn
+
+import tenpeft
+from models import tiny_model
+
+
+def _fingerprint(model):
+    return ([(n, type(m).__name__) for n, m in model.named_modules()],
+            {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},
+            sorted(vars(model)))
+
+
+def _assert_same(model, before):
+    modules, params, attrs = _fingerprint(model)
+    assert modules == before[0] and attrs == before[2]
+    assert params.keys() == before[1].keys()
+    for name, (value, flag) in params.items():
+        assert torch.equal(value, before[1][name][0]) and flag == before[1][name][1]
+    assert not hasattr(model, "tenpeft_state")
+
+
+CASES = [
+    ("bert", "loraa", {}, "unknown method 'loraa'; known methods"),
+    ("bert", "lora", {"rnak": 4}, r"lora has no hyperparameter\(s\) \['rnak'\]"),
+    ("bert", "lora", {"rank": 0}, "rank must be an int >= 1, got 0"),
+    ("llama", "lorta", {"rank": -1}, "rank must be an int >= 1"),
+    ("llama", "lorta_tucker", {"rank": (4, 4, 0, 4, 4)}, "every rank must be an int >= 1"),
+    ("llama", "lorta_tucker", {"rank": (4, 4)}, "one rank per mode"),
+    ("bert", "loretta_rep", {"shapes": {"48x8": [4, 4, 4]}}, "product 64, not 384"),
+    ("bert", "loretta_rep", {"shapes": {"768x8": [8, 8, 12, 8]}}, r"match no tensorized matrix"),
+    ("bert", "loretta_adp", {"shapes": {"64x48": [4, 4, 4, 4]}}, "product"),
+    ("bert", "lora", {"target_modules": ["nonexistent"]}, "matched no linear layer"),
+    ("bert", "lora", {"target_modules": r".*\.quer"}, "matched no linear layer"),
+    ("bert", "lora", {"exclude_modules": r".*"}, "matched no linear layer"),
+    ("bert", "lora", {"roles": ("qq",)}, "unknown role 'qq'"),
+    ("bert", "lora", {"roles": ("ffn_gate",)}, "has no 'ffn_gate' linear"),
+    ("llama", "lorta", {"rank": {"budget": 10}}, "cannot be met"),
+    ("llama", "lorta", {"roles": ("q", "ffn_in")}, "Q/K/V/O updates only"),
+    ("bert", "adapter", {"activation": "swishy"}, "activation='swishy'"),
+    ("bert", "lora", {"head": "big"}, "head='big'"),
+    ("bert", "lora", {"adapter_dtype": "float33"}, "adapter_dtype"),
+    ("bert", "lora", {"alpha": 16, "rank": (8,)}, "alpha needs an int rank"),
+    ("bert", "lora", {"format": "ttt"}, "unknown tensor format 'ttt'"),
+    ("bert", "adapter", {"roles": ("q",)}, None),  # allowed: adapters may follow any whole linear
+    ("gpt2", "adapter", {"roles": ("q",)}, "not a slice"),
+]
+
+
+@pytest.mark.parametrize("family,method,kwargs,message", CASES)
+def test_bad_input_raises_and_leaves_model_untouched(family, method, kwargs, message):
+    model = tiny_model(family)
+    before = _fingerprint(model)
+    if message is None:
+        tenpeft.inject(model, method, **kwargs)
+        return
+    with pytest.raises(tenpeft.TenpeftError, match=message):
+        tenpeft.inject(model, method, **kwargs)
+    _assert_same(model, before)
+
+
+def test_bitfit_on_a_model_without_biases():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    model = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                         num_key_value_heads=2, intermediate_size=64, vocab_size=50))
+    before = _fingerprint(model)
+    with pytest.raises(tenpeft.TenpeftError, match="no bias parameters"):
+        tenpeft.inject(model, "bitfit")
+    _assert_same(model, before)
+
+
+def test_double_injection_refused():
+    model = tenpeft.inject(tiny_model("bert"), "lora")
+    with pytest.raises(tenpeft.TenpeftError, match="already has tenpeft adapters"):
+        tenpeft.inject(model, "vera")
+
+
+def test_failure_while_applying_is_rolled_back(monkeypatch):
+    model = tiny_model("roberta")
+    before = _fingerprint(model)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure after modules were swapped")
+
+    monkeypatch.setattr(nn.ModuleDict, "__init__", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        tenpeft.inject(model, "loretta_adp")
+    monkeypatch.undo()
+    _assert_same(model, before)
+
+
+def test_report_needs_an_injected_model():
+    with pytest.raises(tenpeft.TenpeftError, match="call tenpeft.inject"):
+        tenpeft.parameter_report(tiny_model("bert"))

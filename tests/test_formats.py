@@ -1,0 +1,124 @@
+"""Formats: golden reconstruction against TensorLy, contraction, counts, rank specs, init rule."""
+import math
+
+import pytest
+import tensorly as tl
+import torch
+
+from tenpeft import Budget, TenpeftError
+from tenpeft.formats import CP, FORMATS, TT, Dense, Tucker
+
+tl.set_backend("pytorch")
+SHAPE = (3, 4, 5)
+
+
+def _tensorly_reconstruct(f):
+    if isinstance(f, CP):
+        return tl.cp_to_tensor((torch.ones(f.ranks[0]), [f.factor_0, f.factor_1, f.factor_2]))
+    if isinstance(f, Tucker):
+        return tl.tucker_to_tensor((f.core, [f.factor_0, f.factor_1, f.factor_2]))
+    if isinstance(f, TT):
+        return tl.tt_to_tensor([f.core_0, f.core_1, f.core_2])
+    return f.tensor
+
+
+@pytest.mark.parametrize("name", ["cp", "tucker", "tt", "dense"])
+def test_reconstruct_matches_tensorly(name):
+    f = FORMATS[name](SHAPE, 2, zero_factor=None)
+    assert torch.allclose(f.reconstruct(), _tensorly_reconstruct(f).detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cp", "tucker", "tt", "dense"])
+def test_contract_equals_dense_einsum(name):
+    torch.manual_seed(0)
+    f = FORMATS[name](SHAPE, 2, zero_factor=None)
+    T, x = f.reconstruct().detach(), torch.randn(2, 6, 5)
+    assert torch.allclose(f.contract(x, (2,), (0, 1)), torch.einsum("bsk,ijk->bsij", x, T), atol=1e-6)
+    assert torch.allclose(f.contract(x, (2,), (1,), {0: 2}), torch.einsum("bsk,jk->bsj", x, T[2]), atol=1e-6)
+    idx = torch.tensor([0, 3])
+    assert torch.allclose(f.contract(x, (2,), (1, 0), {1: idx}), torch.einsum("bsk,ijk->bsji", x, T[:, idx]),
+                          atol=1e-6)
+
+
+@pytest.mark.parametrize("name,rank,expected", [
+    ("cp", 2, 2 * (3 + 4 + 5)),
+    ("tucker", (2, 3, 2), 2 * 3 * 2 + 3 * 2 + 4 * 3 + 5 * 2),
+    ("tt", 2, 3 * 2 + 2 * 4 * 2 + 2 * 5),
+    ("tt", (2, 3), 3 * 2 + 2 * 4 * 3 + 3 * 5),
+    ("dense", 1, 60),
+])
+def test_closed_form_count_equals_numel(name, rank, expected):
+    f = FORMATS[name](SHAPE, rank)
+    assert FORMATS[name].count(SHAPE, f.ranks) == expected
+    assert sum(p.numel() for p in f.parameters()) == expected == f.num_parameters
+
+
+def test_paper_counts():
+    # LoRETTA: 768x8 as [8, 8, 12, 8] at TT rank 5 -> 580 parameters (LoRA r=8 needs 12,288 for U and V)
+    assert TT.count((8, 8, 12, 8), TT.uniform_ranks((8, 8, 12, 8), 5)) == 580
+    assert TT.count((8, 12, 8, 8), TT.uniform_ranks((8, 12, 8, 8), 5)) == 580
+    # LoRTA: r (d + d_H + H + L + M)
+    assert CP.count((768, 64, 12, 12, 4), (4,)) == 3440
+    assert CP.count((1024, 64, 16, 24, 4), (8,)) == 9056
+
+
+@pytest.mark.parametrize("name", ["cp", "tucker", "tt"])
+def test_rank_budget_is_largest_that_fits(name):
+    fmt, shape = FORMATS[name], (8, 8, 12, 8)
+    ranks = fmt.resolve_rank(shape, Budget(2000))
+    assert fmt.count(shape, ranks) <= 2000
+    r = ranks[1] if name == "tt" else ranks[0]
+    assert fmt.count(shape, fmt.uniform_ranks(shape, r + 1)) > 2000
+    assert fmt.resolve_rank(shape, {"budget": 2000}) == ranks
+    same = fmt.resolve_rank(shape, "same")
+    assert fmt.count(shape, same) <= math.prod(shape) < fmt.count(shape, fmt.uniform_ranks(shape, same[-2 if name == "tt" else 0] + 1))
+    assert fmt.resolve_rank(shape, 0.1) == fmt.resolve_rank(shape, Budget(int(0.1 * math.prod(shape))))
+
+
+@pytest.mark.parametrize("rank,message", [
+    (0, "rank must be an int >= 1"), (-3, "rank must be an int >= 1"), ((2, 0), "every rank must be"),
+    (1.5, "fractional rank"), ("half", "rank must be"), (Budget(3), "cannot be met"), (True, "rank must be"),
+])
+def test_bad_ranks(rank, message):
+    with pytest.raises(TenpeftError, match=message):
+        TT(SHAPE, rank)
+
+
+def test_bad_per_mode_lengths():
+    with pytest.raises(TenpeftError, match="one rank per mode"):
+        Tucker(SHAPE, (2, 2))
+    with pytest.raises(TenpeftError, match="inner ranks"):
+        TT(SHAPE, (2, 2, 2))
+    with pytest.raises(TenpeftError, match="single int rank"):
+        CP(SHAPE, (2, 3))
+    with pytest.raises(TenpeftError, match="shape"):
+        CP((3, 0), 2)
+
+
+@pytest.mark.parametrize("name", ["cp", "tucker", "tt", "dense"])
+def test_init_rule_zero_factor_and_std(name):
+    torch.manual_seed(0)
+    f = FORMATS[name]((6, 7, 8), 3)
+    assert f.zero_factor is not None and torch.count_nonzero(f.reconstruct()) == 0
+    g = FORMATS[name]((16, 16, 16), 4, zero_factor=None, init_std=0.5)
+    assert 0.3 < float(g.reconstruct().detach().std()) < 0.8  # targets init_std (tltorch rule)
+
+
+def test_frozen_factors_regenerate_from_seed_and_are_not_stored():
+    a = CP((5, 6), 3, frozen=("factor_1",), seed=7, zero_factor="factor_0")
+    b = CP((5, 6), 3, frozen=("factor_1",), seed=7, zero_factor="factor_0")
+    c = CP((5, 6), 3, frozen=("factor_1",), seed=8, zero_factor="factor_0")
+    assert torch.equal(a.factor_1, b.factor_1) and not torch.equal(a.factor_1, c.factor_1)
+    assert [n for n, _ in a.named_parameters()] == ["factor_0"]
+    assert "factor_1" not in a.state_dict()
+    assert a.num_parameters == 5 * 3
+    with pytest.raises(TenpeftError, match="both frozen"):
+        CP((5, 6), 3, frozen=("factor_0",), zero_factor="factor_0")
+    with pytest.raises(TenpeftError, match="no factor"):
+        CP((5, 6), 3, frozen=("A",))
+
+
+def test_dense_ignores_rank_and_meta_device_allocates_nothing():
+    assert Dense(SHAPE).num_parameters == 60
+    f = TT((4096, 4096, 32), 8, device="meta")
+    assert f.core_0.is_meta and f.num_parameters == TT.count((4096, 4096, 32), f.ranks)
