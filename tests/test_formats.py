@@ -8,11 +8,15 @@ import torch
 from tenpeft import Budget, TenpeftError
 from tenpeft.formats import CP, FORMATS, TT, Dense, Tucker
 
-tl.set_backend("pytorch")
 SHAPE = (3, 4, 5)
 
 
 def _tensorly_reconstruct(f):
+    with tl.backend_context("pytorch"):
+        return _tensorly_reconstruct_torch(f)
+
+
+def _tensorly_reconstruct_torch(f):
     if isinstance(f, CP):
         return tl.cp_to_tensor((torch.ones(f.ranks[0]), [f.factor_0, f.factor_1, f.factor_2]))
     if isinstance(f, Tucker):
@@ -122,3 +126,20 @@ def test_dense_ignores_rank_and_meta_device_allocates_nothing():
     assert Dense(SHAPE).num_parameters == 60
     f = TT((4096, 4096, 32), 8, device="meta")
     assert f.core_0.is_meta and f.num_parameters == TT.count((4096, 4096, 32), f.ranks)
+
+
+@pytest.mark.parametrize("name,rank", [("tt", (3, 5)), ("tucker", (3, 4, 5)), ("dense", 1)])
+def test_from_tensor_is_exact_at_full_rank(name, rank):
+    torch.manual_seed(0)
+    tensor = torch.randn(SHAPE)
+    f = FORMATS[name].from_tensor(tensor, rank)
+    assert torch.allclose(f.reconstruct().detach(), tensor, atol=1e-5)
+    assert f.ranks == FORMATS[name].resolve_rank(SHAPE, rank)
+
+
+def test_from_tensor_cp_recovers_a_low_rank_tensor_and_pads_ranks():
+    torch.manual_seed(0)
+    truth = CP(SHAPE, 2, zero_factor=None, init_std=1.0).reconstruct().detach()
+    assert torch.allclose(CP.from_tensor(truth, 2).reconstruct().detach(), truth, atol=1e-4)
+    padded = TT.from_tensor(truth, 6)  # TT-SVD gives at most (1, 3, 5, 1): the rest is zero-padded
+    assert padded.ranks == (1, 6, 6, 1) and torch.allclose(padded.reconstruct().detach(), truth, atol=1e-5)

@@ -122,6 +122,31 @@ class Factorization(nn.Module):
         """The factor zeroed at init unless the caller names another."""
         raise NotImplementedError
 
+    @classmethod
+    def decompose(cls, array, ranks) -> dict:
+        """Factors (numpy) fitted to ``array`` at ``ranks`` (optional: enables ``from_tensor``)."""
+        raise TenpeftError(f"format {cls.format_name!r} cannot fit a given tensor (no decompose())")
+
+    @classmethod
+    def from_tensor(cls, tensor: torch.Tensor, rank: RankSpec, **kwargs) -> "Factorization":
+        """This format fitted to ``tensor`` with TensorLy (CP-ALS, HOSVD, TT-SVD); where the fit
+        returns smaller ranks than asked (rank above what the shape allows), factors are zero-padded.
+        No factor is zeroed, so the result approximates ``tensor`` rather than starting at 0."""
+        shape = validate_shape(tensor.shape)
+        ranks = cls.resolve_rank(shape, rank)
+        import tensorly
+
+        with tensorly.backend_context("numpy"):  # never touch the caller's global TensorLy backend
+            fitted = cls.decompose(tensor.detach().cpu().double().numpy(), ranks)
+        result = cls(shape, ranks, zero_factor=None, dtype=kwargs.pop("dtype", tensor.dtype),
+                     device=kwargs.pop("device", tensor.device), **kwargs)
+        with torch.no_grad():
+            for name, array in fitted.items():
+                factor = getattr(result, name)
+                factor.zero_()
+                factor[tuple(slice(0, n) for n in array.shape)] = torch.as_tensor(array, dtype=factor.dtype)
+        return result
+
     # ----- rank resolution -------------------------------------------------------------------
     @classmethod
     def resolve_rank(cls, shape: tuple[int, ...], rank: RankSpec) -> tuple[int, ...]:

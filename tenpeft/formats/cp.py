@@ -39,3 +39,12 @@ class CP(Factorization):
     @classmethod
     def summed_terms(cls, ranks):
         return ranks[0]
+
+    @classmethod
+    def decompose(cls, array, ranks):
+        from tensorly.decomposition import parafac
+
+        weights, factors = parafac(array, ranks[0], init="svd" if ranks[0] <= min(array.shape) else "random",
+                                   n_iter_max=500, tol=1e-12, random_state=0)
+        factors[0] = factors[0] * weights
+        return {f"factor_{i}": f for i, f in enumerate(factors)}

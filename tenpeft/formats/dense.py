@@ -20,6 +20,12 @@ class Dense(Factorization):
         return (1,)
 
     @classmethod
+    def per_mode_ranks(cls, shape, ranks):
+        if ranks == (1,):
+            return ranks
+        return super().per_mode_ranks(shape, ranks)
+
+    @classmethod
     def factor_shapes(cls, shape, ranks):
         return {"tensor": tuple(shape)}
 
@@ -34,3 +40,7 @@ class Dense(Factorization):
     @classmethod
     def summed_terms(cls, ranks):
         return 1
+
+    @classmethod
+    def decompose(cls, array, ranks):
+        return {"tensor": array}

@@ -46,3 +46,9 @@ class TT(Factorization):
     @classmethod
     def summed_terms(cls, ranks):
         return math.prod(ranks)
+
+    @classmethod
+    def decompose(cls, array, ranks):
+        from tensorly.decomposition import tensor_train
+
+        return {f"core_{i}": core for i, core in enumerate(tensor_train(array, rank=list(ranks)).factors)}

@@ -44,3 +44,10 @@ class Tucker(Factorization):
     @classmethod
     def summed_terms(cls, ranks):
         return math.prod(ranks)
+
+    @classmethod
+    def decompose(cls, array, ranks):
+        from tensorly.decomposition import tucker
+
+        core, factors = tucker(array, rank=[min(r, n) for r, n in zip(ranks, array.shape)], init="svd")
+        return {"core": core, **{f"factor_{i}": f for i, f in enumerate(factors)}}
