@@ -31,6 +31,7 @@ class TenpeftState:
     components: dict[str, str]  # trainable base parameter name -> component
     stored: list[str]  # frozen parameters that must be saved with the adapter
     expected: dict[str, int] = field(default_factory=dict)  # closed-form counts per component
+    head: list[str] = field(default_factory=list)  # top-level modules of the task head
 
 
 def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
@@ -55,7 +56,7 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     expected = spec.formula(ctx)
     _add_norms_and_head(ctx, plan, expected, method_trains_norms=spec.name == "full")
     components, stored = _apply(model, plan)
-    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected)
+    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head)
     return model
 
 

@@ -54,7 +54,7 @@ def parameter_report(model: nn.Module) -> ParameterReport:
     state = getattr(model, "tenpeft_state", None)
     if state is None:
         raise TenpeftError("this model has no tenpeft adapters; call tenpeft.inject(model, method) first")
-    head = tuple(f"{name}." for name in _head_names(state))
+    head = tuple(f"{name}." for name in state.head)
     report = ParameterReport(state.method, {name: 0 for name in COMPONENTS}, dict(state.expected))
     stored = set(state.stored)
     for name, p in model.named_parameters():
@@ -69,10 +69,6 @@ def parameter_report(model: nn.Module) -> ParameterReport:
         report.components[component] += p.numel()
     report.seed_regenerable = _regenerable(model)
     return report
-
-
-def _head_names(state) -> list[str]:
-    return [n for n, c in state.components.items() if c == "head"] + [s.rpartition(".base.")[0] for s in state.stored]
 
 
 def _regenerable(model: nn.Module) -> int:

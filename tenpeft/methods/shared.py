@@ -37,13 +37,13 @@ class LortaTTConfig(LortaConfig):
 
 
 def _matrix_types(ctx: BuildContext) -> tuple[str, ...]:
-    roles = sorted({t.role for t in ctx.targets}, key=ATTENTION_ROLES.index if all(
-        t.role in ATTENTION_ROLES for t in ctx.targets) else str)
-    bad = [r for r in roles if r not in ATTENTION_ROLES]
+    """The M mode: the attention roles present, in Q, K, V, O order."""
+    roles = {t.role for t in ctx.targets}
+    bad = sorted(roles - set(ATTENTION_ROLES))
     if bad:
         raise TenpeftError(f"the shared attention tensor holds Q/K/V/O updates only; targets of type {bad} "
                            f"cannot join it (use roles from {ATTENTION_ROLES})")
-    return tuple(roles)
+    return tuple(r for r in ATTENTION_ROLES if r in roles)
 
 
 def _zero_factor(c: LortaConfig) -> str | None:
