@@ -13,8 +13,8 @@ from torch import nn
 from .errors import TenpeftError
 from .layouts.bottleneck import TensorizedUpdate
 from .methods import BuildContext, MethodConfig, Plan, get_method
-from .placements import ParallelUpdate
 from .formats import get_format
+from .placements import ParallelUpdate
 from .shapes import matrix_shape
 from .structure import ModelStructure, Target, discover, norm_modules, task_head
 from .targets import select_targets
@@ -84,14 +84,18 @@ def _add_norms_and_head(ctx: BuildContext, plan: Plan, expected: dict[str, int],
     if c.train_norms and not method_trains_norms:
         for name in ctx.norms:
             for pname, p in ctx.modules[name].named_parameters(recurse=False):
-                plan.trainable[f"{name}.{pname}"] = "norms"
-                expected["norms"] = expected.get("norms", 0) + p.numel()
-    if not ctx.head or c.head == "frozen":
-        return
+                if f"{name}.{pname}" not in plan.trainable:  # bitfit already trains norm biases
+                    plan.trainable[f"{name}.{pname}"] = "norms"
+                    expected["norms"] = expected.get("norms", 0) + p.numel()
     squares = {}
     if c.head == "tt":
         squares = {f"{h}.{n}" if n else h: m for h in ctx.head for n, m in ctx.modules[h].named_modules()
                    if isinstance(m, nn.Linear) and m.in_features == m.out_features}
+    if c.head_shape is not None and not squares:
+        raise TenpeftError(f"head_shape={list(c.head_shape)} applies only with head='tt' on a task head that has "
+                           f"a square linear (this model's head: {ctx.head or 'none'}); drop head_shape")
+    if not ctx.head or c.head == "frozen":
+        return
     for h in ctx.head:
         for pname, p in ctx.modules[h].named_parameters():
             full = f"{h}.{pname}"
@@ -102,8 +106,9 @@ def _add_norms_and_head(ctx: BuildContext, plan: Plan, expected: dict[str, int],
                 expected["head"] = expected.get("head", 0) + p.numel()
     for name, linear in squares.items():
         width = linear.in_features
-        plan.replacements[name] = ParallelUpdate(linear, [TensorizedUpdate(width, c.head_rank, linear)], [None])
-        shape = matrix_shape(width, width)
+        shape = matrix_shape(width, width, {f"{width}x{width}": c.head_shape} if c.head_shape else None)
+        update = TensorizedUpdate(width, c.head_rank, shape, **ctx.placement_of(linear))
+        plan.replacements[name] = ParallelUpdate(linear, [update], [None])
         expected["head"] = expected.get("head", 0) + get_format("tt").count(
             shape, get_format("tt").resolve_rank(shape, c.head_rank))
 

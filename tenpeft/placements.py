@@ -31,6 +31,7 @@ class AdapterWrapper(nn.Module):
     """Marker base for modules that tenpeft put in place of a base module (``self.base``)."""
 
     base: nn.Module
+    is_tenpeft_wrapper = True
 
 
 class ParallelUpdate(AdapterWrapper):

@@ -86,7 +86,10 @@ class ModelStructure:
 
 
 def linear_dims(module: nn.Module) -> tuple[int, int] | None:
-    """``(in_features, out_features)`` of an nn.Linear or a transformers Conv1D (weight in x out)."""
+    """``(in_features, out_features)`` of an nn.Linear or a transformers Conv1D (weight in x out),
+    also when tenpeft has wrapped it."""
+    if getattr(module, "is_tenpeft_wrapper", False):
+        module = module.base
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:

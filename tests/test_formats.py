@@ -143,3 +143,7 @@ def test_from_tensor_cp_recovers_a_low_rank_tensor_and_pads_ranks():
     assert torch.allclose(CP.from_tensor(truth, 2).reconstruct().detach(), truth, atol=1e-4)
     padded = TT.from_tensor(truth, 6)  # TT-SVD gives at most (1, 3, 5, 1): the rest is zero-padded
     assert padded.ranks == (1, 6, 6, 1) and torch.allclose(padded.reconstruct().detach(), truth, atol=1e-5)
+
+
+def test_budget_uses_the_largest_rank_even_when_count_equals_rank():
+    assert CP.resolve_rank((1,), Budget(7)) == (7,)

@@ -82,3 +82,18 @@ def test_head_modes():
     # BERT's head has no square linear: head="tt" trains it densely
     bert = tenpeft.parameter_report(tenpeft.inject(tiny_model("bert"), "lora", head="tt"))
     assert bert.components["head"] == 48 * 3 + 3
+
+
+def test_bitfit_with_trained_norms_counts_each_parameter_once():
+    report = tenpeft.parameter_report(tenpeft.inject(tiny_model("bert"), "bitfit", train_norms=True))
+    assert report.matches_formula and report.components["norms"] == 5 * 48  # weights; biases are bitfit's
+
+
+def test_paper_head_shape():
+    model = _meta(RobertaConfig(**ROBERTA_BASE, num_labels=2), AutoModelForSequenceClassification)
+    report = tenpeft.parameter_report(tenpeft.inject(model, "loretta_adp", head_shape=[12, 8, 8, 8, 8, 12]))
+    assert report.components["head"] == 920 + 1538 and report.matches_formula
+    with pytest.raises(tenpeft.TenpeftError, match="head_shape"):
+        tenpeft.inject(tiny_model("bert"), "loretta_adp", head_shape=[6, 8, 8, 6])
+    with pytest.raises(tenpeft.TenpeftError, match="product"):
+        tenpeft.inject(tiny_model("roberta"), "loretta_adp", head_shape=[6, 8, 8, 7])

@@ -70,3 +70,15 @@ def test_register_family():
         assert tenpeft.parameter_report(model).matches_formula
     finally:
         tenpeft.FAMILIES.pop("gpt_neox")
+
+
+@pytest.mark.parametrize("method", ["vera", "nola", "lora"])
+def test_stacked_methods_on_hand_named_modules_of_an_unknown_family(method):
+    model = tenpeft.inject(_neox(), method, target_modules=["query_key_value", "dense_4h_to_h"])
+    assert len(model.tenpeft_shared) == (2 if method != "lora" else 0)
+    assert tenpeft.parameter_report(model).matches_formula
+
+
+def test_discover_sees_through_adapters():
+    model = tenpeft.inject(tiny_model("gpt2"), "lorta")
+    assert tenpeft.discover(model).layers[1]["v"].out_slice == (96, 144)

@@ -176,7 +176,7 @@ class Factorization(nn.Module):
             raise TenpeftError(
                 f"a budget of {budget} parameters cannot be met by format {cls.format_name!r} on shape "
                 f"{list(shape)}: even rank 1 needs {smallest}; raise the budget or use a smaller shape")
-        lo, hi = 1, max(2, budget)  # count grows at least linearly in the rank
+        lo, hi = 1, budget + 1  # count(r) >= r wherever the count depends on r at all
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if cls.count(shape, cls.uniform_ranks(shape, mid)) <= budget:

@@ -69,14 +69,15 @@ class BottleneckUpdate(Update):
 
 
 class TensorizedUpdate(Update):
-    """``ΔW`` of a square head linear held as a TT matrix (LoRETTA's tensorized classifier), zero
-    at init so the model's output is unchanged; the frozen base weight is stored with the adapter."""
+    """``ΔW`` of a square head linear held as a TT over ``shape`` (LoRETTA's tensorized classifier),
+    zero at init so the model's output is unchanged; the frozen base weight is stored with the adapter."""
 
-    def __init__(self, width: int, rank: int, base: nn.Module):
+    def __init__(self, width: int, rank: int, shape: Sequence[int], dtype=torch.float32, device=None):
         super().__init__()
         self.in_features = self.out_features = width
-        self.matrix = TensorizedMatrix(width, width, "tt", rank, init_std=1 / math.sqrt(width),
-                                       device=base.weight.device)
+        self.compute_dtype = dtype
+        self.matrix = TensorizedMatrix(width, width, "tt", rank, shapes={f"{width}x{width}": shape},
+                                       init_std=1 / math.sqrt(width), dtype=dtype, device=device)
 
     def forward(self, x):
         return x @ self.matrix.weight().T

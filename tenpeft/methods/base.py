@@ -24,7 +24,7 @@ class MethodConfig:
     ffn, all) on a known family. ``target_modules``: names/suffixes (list) or one regex (str)
     instead of roles; ``exclude_modules`` the same form. ``train_norms``: train LayerNorm/RMSNorm.
     ``head``: for task heads, ``dense`` (train it), ``tt`` (square head linear gets a TT update of
-    rank ``head_rank``, the rest is trained) or ``frozen``. ``seed``: frozen random factors.
+    rank ``head_rank`` over ``head_shape``, default automatic; the rest is trained) or ``frozen``. ``seed``: frozen random factors.
     ``adapter_dtype``: dtype of adapter factors (``auto`` = the base weight's dtype).
     """
 
@@ -34,6 +34,7 @@ class MethodConfig:
     train_norms: bool = False
     head: str = "dense"
     head_rank: int = 5
+    head_shape: Sequence[int] | None = None
     seed: int = 0
     adapter_dtype: str = "float32"
 
@@ -68,7 +69,10 @@ class BuildContext:
 
     def placement(self, target: Target) -> dict:
         """``dtype``/``device`` for the adapter of one target (fp32 factors by default)."""
-        weight = getattr(self.modules[target.name], "weight", None)
+        return self.placement_of(self.modules[target.name])
+
+    def placement_of(self, module: nn.Module) -> dict:
+        weight = module.weight
         dtype = getattr(torch, self.config.adapter_dtype) if self.config.adapter_dtype != "auto" else weight.dtype
         return {"dtype": dtype, "device": weight.device}
 

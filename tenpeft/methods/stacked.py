@@ -1,6 +1,7 @@
 """Layer-stacked methods: VeRA and NOLA (frozen random factors shared across layers)."""
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -18,6 +19,11 @@ def _role_groups(ctx: BuildContext) -> dict[str, tuple[int, int]]:
             raise TenpeftError(f"targets of type {t.role!r} differ in size ({dims} vs {t.name}); "
                                f"name modules of one size per pattern in target_modules")
     return groups
+
+
+def shared_key(method: str, role: str) -> str:
+    """Module name of a matrix type's shared factors (hand-named roles hold dots and ``*``)."""
+    return f"{method}_" + re.sub(r"\W", "_", role)
 
 
 def role_seed(seed: int, role: str) -> int:
@@ -48,7 +54,7 @@ def build_vera(ctx: BuildContext) -> Plan:
         shared[role] = vera_shared(in_f, out_f, layers, c.rank, c.d_init, role_seed(c.seed, role),
                                    **ctx.placement(first))
     plan = parallel_plan(ctx, lambda t: VeraUpdate(shared[t.role], t.layer or 0))
-    plan.shared = {f"vera_{role}": s for role, s in shared.items()}
+    plan.shared = {shared_key("vera", role): s for role, s in shared.items()}
     return plan
 
 
@@ -75,7 +81,7 @@ def build_nola(ctx: BuildContext) -> Plan:
         first = next(t for t in ctx.targets if t.role == role)
         bases[role] = NolaBases(in_f, out_f, c.rank, c.num_bases, role_seed(c.seed, role), **ctx.placement(first))
     plan = parallel_plan(ctx, lambda t: NolaUpdate(bases[t.role], c.scale))
-    plan.shared = {f"nola_{role}": b for role, b in bases.items()}
+    plan.shared = {shared_key("nola", role): b for role, b in bases.items()}
     return plan
 
 
