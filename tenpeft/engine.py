@@ -32,6 +32,15 @@ class TenpeftState:
     stored: list[str]  # frozen parameters that must be saved with the adapter
     expected: dict[str, int] = field(default_factory=dict)  # closed-form counts per component
     head: list[str] = field(default_factory=list)  # top-level modules of the task head
+    original_flags: dict[str, bool] = field(default_factory=dict)  # base requires_grad, for unload
+
+
+def state_of(model: nn.Module) -> TenpeftState:
+    """The injection state of ``model``, or a TenpeftError if it has no tenpeft adapters."""
+    state = getattr(model, "tenpeft_state", None)
+    if state is None:
+        raise TenpeftError("this model has no tenpeft adapters; call tenpeft.inject(model, method) first")
+    return state
 
 
 def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
@@ -55,8 +64,10 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     plan = spec.build(ctx)
     expected = spec.formula(ctx)
     _add_norms_and_head(ctx, plan, expected, method_trains_norms=spec.name == "full")
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
-    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head)
+    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
+                                       flags)
     return model
 
 

@@ -26,6 +26,11 @@ class Update(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def factor_tensors(self) -> list[torch.Tensor]:
+        """Every tensor the update reads, its own and shared ones (to detect a stale merge)."""
+        shared = [getattr(self, a) for a in ("shared", "bases") if isinstance(getattr(self, a, None), nn.Module)]
+        return [*self.parameters(), *(p for m in shared for p in m.parameters())]
+
 
 class AdapterWrapper(nn.Module):
     """Marker base for modules that tenpeft put in place of a base module (``self.base``)."""
@@ -43,9 +48,22 @@ class ParallelUpdate(AdapterWrapper):
         self.updates = nn.ModuleList(updates)
         self.slices = list(slices)
         self.in_features, self.out_features = linear_dims(base)
+        self.merged_versions: tuple[int, ...] | None = None  # set while ΔW is merged into the base
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_versions is not None
+
+    def factor_versions(self) -> tuple[int, ...]:
+        return tuple(t._version for u in self.updates for t in u.factor_tensors())
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base(x, *args, **kwargs)
+        if self.merged:
+            if not torch.compiler.is_compiling() and self.factor_versions() != self.merged_versions:
+                raise RuntimeError("adapter factors changed after tenpeft.merge(); the merged weights are stale. "
+                                   "Call tenpeft.unmerge(model) before training, merge again afterwards")
+            return y
         for update, out_slice in zip(self.updates, self.slices):
             delta = update(x.to(update.compute_dtype)).to(y.dtype)
             if out_slice is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
-from .errors import TenpeftError
+from .engine import state_of
 from .placements import AdapterWrapper
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base")
@@ -51,35 +52,46 @@ class ParameterReport:
 
 def parameter_report(model: nn.Module) -> ParameterReport:
     """Count ``model``'s parameters by component (shared factors once). Works on the meta device."""
-    state = getattr(model, "tenpeft_state", None)
-    if state is None:
-        raise TenpeftError("this model has no tenpeft adapters; call tenpeft.inject(model, method) first")
-    head = tuple(f"{name}." for name in state.head)
+    state = state_of(model)
     report = ParameterReport(state.method, {name: 0 for name in COMPONENTS}, dict(state.expected))
-    stored = set(state.stored)
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            if name in stored:
-                report.frozen_stored += p.numel()
-            else:
-                report.base_frozen += p.numel()
-            continue
-        component = state.components.get(name) or (
-            "shared_factors" if name.startswith("tenpeft_shared.") else "head" if name.startswith(head) else "factors")
-        report.components[component] += p.numel()
-    report.seed_regenerable = _regenerable(model)
+    for tensor, component in adapter_tensors(model, include_regenerable=True).values():
+        if component == "frozen_stored":
+            report.frozen_stored += tensor.numel()
+        elif component == "seed_regenerable":
+            report.seed_regenerable += tensor.numel()
+        else:
+            report.components[component] += tensor.numel()
+    report.base_frozen = sum(p.numel() for p in model.parameters()) - report.trainable - report.frozen_stored
     return report
 
 
-def _regenerable(model: nn.Module) -> int:
-    """Non-persistent buffers of tenpeft modules (frozen random factors), each counted once."""
-    seen, total = set(), 0
-    roots = [m for m in model.modules() if isinstance(m, AdapterWrapper)] + [model.tenpeft_shared]
-    for root in roots:
-        for module in root.modules():
-            for bname in module._non_persistent_buffers_set:
-                buf = module._buffers.get(bname)
-                if buf is not None and id(buf) not in seen and buf.is_floating_point():
-                    seen.add(id(buf))
-                    total += buf.numel()
-    return total
+def adapter_tensors(model: nn.Module, include_regenerable: bool = False) -> dict[str, tuple[torch.Tensor, str]]:
+    """Every tensor of the adapter by name, with its component: trainable parameters (shared ones
+    once), frozen parameters stored with the adapter (``frozen_stored``) and, if asked, the frozen
+    random factors rebuilt from the seed (``seed_regenerable``)."""
+    state = state_of(model)
+    head, stored = tuple(f"{name}." for name in state.head), set(state.stored)
+    tensors = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            tensors[name] = (p, state.components.get(name) or (
+                "shared_factors" if name.startswith("tenpeft_shared.") else "head" if name.startswith(head)
+                else "factors"))
+        elif name in stored:
+            tensors[name] = (p, "frozen_stored")
+    if include_regenerable:
+        tensors.update({name: (buf, "seed_regenerable") for name, buf in _regenerable(model)})
+    return tensors
+
+
+def _regenerable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Non-persistent floating buffers of tenpeft modules (frozen random factors), each once."""
+    roots = [n for n, m in model.named_modules() if isinstance(m, AdapterWrapper)] + ["tenpeft_shared"]
+    found = []
+    for name, buf in model.named_buffers():
+        owner_name, _, bname = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if (buf.is_floating_point() and bname in owner._non_persistent_buffers_set
+                and any(name.startswith(root + ".") for root in roots)):
+            found.append((name, buf))
+    return found

@@ -1,0 +1,84 @@
+"""Merge, unmerge and unload: ``W_0 <- W_0 + ΔW`` for every parallel update, and back.
+
+Merged models run at the base model's speed. While merged, a forward refuses to run if any factor
+changed since the merge (a stale update), so ``generate()`` never uses old weights. Serial adapters
+cannot be merged. ``unmerge`` subtracts ``ΔW`` again (exact up to rounding in the base dtype).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .engine import state_of
+from .errors import TenpeftError
+from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
+
+
+def wrappers(model: nn.Module) -> list[tuple[str, AdapterWrapper]]:
+    """The (name, wrapper) pairs tenpeft put into ``model``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterWrapper)]
+
+
+def _check_mergeable(model: nn.Module) -> None:
+    serial = [n for n, m in wrappers(model) if isinstance(m, SerialAdapter)]
+    if serial:
+        raise TenpeftError(f"{state_of(model).method} uses serial adapters ({serial[0]}, ...), which sit after a "
+                           f"sublayer and cannot be merged into a weight; keep the adapted model as it is")
+
+
+@torch.no_grad()
+def _add_delta(wrapper: ParallelUpdate, sign: float) -> None:
+    weight = wrapper.base.weight
+    delta = wrapper.delta_weight().to(weight.dtype)
+    if type(wrapper.base).__name__ == "Conv1D":  # transformers' Conv1D keeps W as (in, out)
+        delta = delta.T
+    weight.add_(delta, alpha=sign)
+
+
+def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
+    """Add every parallel update (or those of the named wrapped ``modules``) into its base weight;
+    idempotent."""
+    state_of(model)
+    _check_mergeable(model)
+    for name, wrapper in wrappers(model):
+        if modules is not None and name not in modules:
+            continue
+        if isinstance(wrapper, ParallelUpdate) and not wrapper.merged:
+            _add_delta(wrapper, +1.0)
+            wrapper.merged_versions = wrapper.factor_versions()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Subtract every merged update from its base weight (idempotent)."""
+    state_of(model)
+    for _, wrapper in wrappers(model):
+        if isinstance(wrapper, ParallelUpdate) and wrapper.merged:
+            if wrapper.factor_versions() != wrapper.merged_versions:
+                raise TenpeftError(f"factors of {type(wrapper.base).__name__} changed while merged; "
+                                   f"unmerge cannot recover the base weight")
+            _add_delta(wrapper, -1.0)
+            wrapper.merged_versions = None
+    return model
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Remove every adapter (unmerged updates are dropped) and restore the base modules and the
+    base's ``requires_grad`` flags; trained norms and heads keep their trained values."""
+    state = state_of(model)
+    for name, wrapper in reversed(wrappers(model)):
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, wrapper.base)
+    if "tenpeft_shared" in model._modules:
+        del model._modules["tenpeft_shared"]
+    for name, p in model.named_parameters():
+        p.requires_grad_(state.original_flags.get(name, p.requires_grad))
+    del model.tenpeft_state
+    return model
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge, then unload: a plain transformers model with the update in its weights."""
+    return unload(merge(model))
