@@ -3,17 +3,21 @@
 One :class:`~tenpeft.formats.Factorization` abstraction (CP, Tucker, TT, dense, frozen random
 factors) feeds one injection engine; every method is a preset over the two.
 """
+__version__ = "0.1.0"
+
 from .engine import TenpeftState, inject
 from .errors import TenpeftError
+from .export import LoraExport, to_lora
 from .formats import FORMATS, Budget, Factorization, get_format, register_format
+from .io import from_pretrained, load_adapter, save_adapter
+from .lifecycle import merge, merge_and_unload, unload, unmerge
 from .methods import METHODS, Method, MethodConfig, get_method, register_method
 from .report import ParameterReport, parameter_report
 from .shapes import factorize, matrix_shape
 from .structure import FAMILIES, FamilySpec, ModelStructure, discover, register_family
 
-__version__ = "0.1.0"
-
-__all__ = ["Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "METHODS", "Method", "MethodConfig",
-           "ModelStructure", "ParameterReport", "TenpeftError", "TenpeftState", "__version__", "discover",
-           "factorize", "get_format", "get_method", "inject", "matrix_shape", "parameter_report",
-           "register_family", "register_format", "register_method"]
+__all__ = ["Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "LoraExport", "METHODS", "Method",
+           "MethodConfig", "ModelStructure", "ParameterReport", "TenpeftError", "TenpeftState", "__version__",
+           "discover", "factorize", "from_pretrained", "get_format", "get_method", "inject", "load_adapter",
+           "matrix_shape", "merge", "merge_and_unload", "parameter_report", "register_family", "register_format",
+           "register_method", "save_adapter", "to_lora", "unload", "unmerge"]

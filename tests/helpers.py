@@ -26,3 +26,19 @@ def train_steps(model, batch, steps: int = 3, lr: float = 1e-2) -> list[set[str]
         optimizer.step()
     model.eval()
     return nonzero
+
+
+def fingerprint(model):
+    """Module types, parameter values and flags, attributes: what "untouched" means."""
+    return ([(n, type(m).__name__) for n, m in model.named_modules()],
+            {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},
+            sorted(vars(model)))
+
+
+def assert_untouched(model, before) -> None:
+    modules, params, attrs = fingerprint(model)
+    assert modules == before[0] and attrs == before[2]
+    assert params.keys() == before[1].keys()
+    for name, (value, flag) in params.items():
+        assert torch.equal(value, before[1][name][0]) and flag == before[1][name][1], name
+    assert not hasattr(model, "tenpeft_state")

@@ -4,22 +4,8 @@ import torch
 from torch import nn
 
 import tenpeft
+from helpers import assert_untouched, fingerprint
 from models import tiny_model
-
-
-def _fingerprint(model):
-    return ([(n, type(m).__name__) for n, m in model.named_modules()],
-            {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},
-            sorted(vars(model)))
-
-
-def _assert_same(model, before):
-    modules, params, attrs = _fingerprint(model)
-    assert modules == before[0] and attrs == before[2]
-    assert params.keys() == before[1].keys()
-    for name, (value, flag) in params.items():
-        assert torch.equal(value, before[1][name][0]) and flag == before[1][name][1]
-    assert not hasattr(model, "tenpeft_state")
 
 
 CASES = [
@@ -52,13 +38,13 @@ CASES = [
 @pytest.mark.parametrize("family,method,kwargs,message", CASES)
 def test_bad_input_raises_and_leaves_model_untouched(family, method, kwargs, message):
     model = tiny_model(family)
-    before = _fingerprint(model)
+    before = fingerprint(model)
     if message is None:
         tenpeft.inject(model, method, **kwargs)
         return
     with pytest.raises(tenpeft.TenpeftError, match=message):
         tenpeft.inject(model, method, **kwargs)
-    _assert_same(model, before)
+    assert_untouched(model, before)
 
 
 def test_bitfit_on_a_model_without_biases():
@@ -66,10 +52,10 @@ def test_bitfit_on_a_model_without_biases():
 
     model = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                                          num_key_value_heads=2, intermediate_size=64, vocab_size=50))
-    before = _fingerprint(model)
+    before = fingerprint(model)
     with pytest.raises(tenpeft.TenpeftError, match="no bias parameters"):
         tenpeft.inject(model, "bitfit")
-    _assert_same(model, before)
+    assert_untouched(model, before)
 
 
 def test_double_injection_refused():
@@ -80,7 +66,7 @@ def test_double_injection_refused():
 
 def test_failure_while_applying_is_rolled_back(monkeypatch):
     model = tiny_model("roberta")
-    before = _fingerprint(model)
+    before = fingerprint(model)
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure after modules were swapped")
@@ -89,7 +75,7 @@ def test_failure_while_applying_is_rolled_back(monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         tenpeft.inject(model, "loretta_adp")
     monkeypatch.undo()
-    _assert_same(model, before)
+    assert_untouched(model, before)
 
 
 def test_report_needs_an_injected_model():

@@ -1,0 +1,91 @@
+"""Export to a standard PEFT LoRA adapter, so a tensor adapter can be served by anything that
+serves LoRA: each update ``ΔW`` becomes its rank-``r`` truncated SVD ``B A`` (exact where
+``rank(ΔW) <= r``), with the relative Frobenius error of each module reported."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .engine import state_of
+from .errors import TenpeftError
+from .lifecycle import merge, unload, wrappers
+from .placements import ParallelUpdate, SerialAdapter
+
+
+@dataclass
+class LoraExport:
+    """What ``to_lora`` wrote: ``errors[name] = ||ΔW - B A||_F / ||ΔW||_F`` per target module."""
+
+    directory: str
+    rank: int
+    errors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values(), default=0.0)
+
+
+def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``B (out x rank)``, ``A (rank x in)`` with ``B A`` the best rank-``rank`` approximation of
+    ``delta`` (zero-padded if ``rank`` exceeds its size), and the relative error."""
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    k = min(rank, s.numel())
+    root = s[:k].sqrt()
+    b = torch.zeros(delta.shape[0], rank, dtype=torch.float64)
+    a = torch.zeros(rank, delta.shape[1], dtype=torch.float64)
+    b[:, :k], a[:k] = u[:, :k] * root, root[:, None] * vh[:k]
+    norm = torch.linalg.norm(delta.double())
+    error = float(torch.linalg.norm(delta.double() - b @ a) / norm) if norm > 0 else 0.0
+    return b.float(), a.float(), error
+
+
+def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
+    """Write a PEFT LoRA adapter (``peft.PeftModel.from_pretrained`` loads it) for ``model``'s
+    parallel updates; trained heads and norms go to ``modules_to_save``. Needs ``peft``."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise TenpeftError("to_lora needs PEFT: pip install peft") from None
+    state = state_of(model)
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise TenpeftError(f"rank must be an int >= 1, got {rank!r}")
+    head = tuple(f"{h}." for h in state.head)
+    updates = {n: w for n, w in wrappers(model) if isinstance(w, ParallelUpdate) and not (n + ".").startswith(head)}
+    if any(isinstance(w, SerialAdapter) for _, w in wrappers(model)):
+        raise TenpeftError(f"{state.method} uses serial adapters, which no LoRA can express; save it with "
+                           f"tenpeft.save_adapter instead")
+    if not updates:
+        raise TenpeftError(f"{state.method} adds no low-rank update to export; save it with tenpeft.save_adapter")
+    with torch.no_grad():
+        factors = {n: low_rank_factors(w.delta_weight().float().cpu(), rank) for n, w in updates.items()}
+    plain = _plain_copy(model, state)
+    to_save = sorted(set(state.head) | {n.rpartition(".")[0] for n, c in state.components.items() if c == "norms"})
+    conv = {type(w.base).__name__ == "Conv1D" for w in updates.values()}
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=sorted(updates),
+                        modules_to_save=to_save or None, fan_in_fan_out=conv == {True}, init_lora_weights=False)
+    peft_model = get_peft_model(plain, config)
+    modules = dict(peft_model.base_model.model.named_modules())
+    with torch.no_grad():
+        for name, (b, a, _) in factors.items():
+            modules[name].lora_A["default"].weight.copy_(a)
+            modules[name].lora_B["default"].weight.copy_(b)
+    peft_model.save_pretrained(directory)
+    export = LoraExport(directory, rank, {n: f[2] for n, f in factors.items()})
+    with open(os.path.join(directory, "tenpeft_export.json"), "w") as f:
+        json.dump({"method": state.method, "rank": rank, "max_error": export.max_error, "errors": export.errors}, f,
+                  indent=2)
+    return export
+
+
+def _plain_copy(model: nn.Module, state) -> nn.Module:
+    """A copy of the base with trained heads/norms kept (a tensorized head merged), adapters gone."""
+    clone = copy.deepcopy(model)
+    head_wrappers = [n for n, _ in wrappers(clone) if any(n == h or n.startswith(h + ".") for h in state.head)]
+    if head_wrappers:
+        merge(clone, head_wrappers)
+    return unload(clone)
