@@ -30,6 +30,9 @@ CASES = [
     ("bert", "lora", {"adapter_dtype": "float33"}, "adapter_dtype"),
     ("bert", "lora", {"alpha": 16, "rank": (8,)}, "alpha needs an int rank"),
     ("bert", "lora", {"format": "ttt"}, "unknown tensor format 'ttt'"),
+    ("roberta", "lora", {"head_shape": 7}, "head_shape must be a list of positive ints"),
+    ("bert", "lora", {"target_modules": [3]}, "target_modules must be"),
+    ("bert", "loretta_rep", {"shapes": [8, 8]}, "shapes must map"),
     ("bert", "adapter", {"roles": ("q",)}, None),  # allowed: adapters may follow any whole linear
     ("gpt2", "adapter", {"roles": ("q",)}, "not a slice"),
 ]

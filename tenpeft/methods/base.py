@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,14 @@ class MethodConfig:
             value = getattr(self, name, None)
             if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise TenpeftError(f"{name} must be an int >= 1, got {value}")
+        if self.head_shape is not None and not _positive_ints(self.head_shape):
+            raise TenpeftError(f"head_shape must be a list of positive ints, got {self.head_shape!r}")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str) and not all(isinstance(v, str) for v in value):
+                raise TenpeftError(f"{name} must be a list of module names or one regex string, got {value!r}")
+        if not isinstance(getattr(self, "shapes", None) or {}, Mapping):
+            raise TenpeftError(f"shapes must map 'ROWSxCOLS' to a list of ints, got {self.shapes!r}")
         if self.adapter_dtype != "auto" and not isinstance(getattr(torch, self.adapter_dtype, None), torch.dtype):
             raise TenpeftError(f"adapter_dtype={self.adapter_dtype!r} is not a torch dtype name (or 'auto')")
 
@@ -85,6 +93,11 @@ class Plan:
     shared: dict[str, nn.Module] = field(default_factory=dict)
     trainable: dict[str, str] = field(default_factory=dict)  # base parameter name -> component
     stored: list[str] = field(default_factory=list)  # frozen base parameters saved with the adapter
+
+
+def _positive_ints(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
 
 
 @dataclass(frozen=True)
