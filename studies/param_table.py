@@ -15,33 +15,11 @@ import json
 import os
 import tempfile
 
-import torch
 import transformers
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config,
-                          LlamaConfig, RobertaConfig)
+from transformers import AutoConfig
 
 import tenpeft
-
-PRESETS = {
-    "roberta-base": lambda: RobertaConfig(num_labels=2),
-    "roberta-large": lambda: RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                           intermediate_size=4096, num_labels=2),
-    "llama-7b-gqa": lambda: LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                                        num_key_value_heads=8, intermediate_size=11008, vocab_size=32000),
-    "smollm2-135m": lambda: LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
-                                        num_key_value_heads=3, intermediate_size=1536, vocab_size=49152,
-                                        tie_word_embeddings=True),
-    "gpt2": lambda: GPT2Config(),
-}
-
-
-def build_on_meta(config):
-    """The model for ``config`` on the meta device: a classifier for encoders, an LM for decoders."""
-    cls = AutoModelForSequenceClassification if config.model_type in ("bert", "roberta", "deberta-v2") \
-        else AutoModelForCausalLM
-    with torch.device("meta"):
-        return cls.from_config(config)
-
+from tenpeft.presets import PRESETS, build_on_meta, preset_config
 
 def rows_for(name: str, config, methods) -> list[dict]:
     rows = []
@@ -80,7 +58,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     transformers.logging.set_verbosity_error()
-    configs = {name: PRESETS[name]() for name in args.models}
+    configs = {name: preset_config(name) for name in args.models}
     if args.config_dir:
         configs = {os.path.basename(os.path.normpath(args.config_dir)): AutoConfig.from_pretrained(args.config_dir)}
     rows = [row for name, config in configs.items() for row in rows_for(name, config, args.methods)]

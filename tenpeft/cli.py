@@ -12,22 +12,9 @@ import os
 import sys
 
 import tenpeft
+from tenpeft.presets import PRESETS, TASKS, build_on_meta, preset_config
 
-# The same dims as studies/param_table.py PRESETS: (transformers config class, its arguments).
-PRESETS = {
-    "roberta-base": ("RobertaConfig", {"num_labels": 2}),
-    "roberta-large": ("RobertaConfig", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                                        "intermediate_size": 4096, "num_labels": 2}),
-    "llama-7b-gqa": ("LlamaConfig", {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
-                                     "num_key_value_heads": 8, "intermediate_size": 11008, "vocab_size": 32000}),
-    "smollm2-135m": ("LlamaConfig", {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
-                                     "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
-                                     "tie_word_embeddings": True}),
-    "gpt2": ("GPT2Config", {}),
-}
-ENCODERS = ("bert", "roberta", "deberta-v2")
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base", "frozen_stored", "seed_regenerable")
-TASKS = {"seq-cls": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM", "base": "AutoModel"}
 # safetensors header dtype codes -> torch dtype names (as adapter_config.json writes them)
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
@@ -48,7 +35,7 @@ def load_config(model: str):
     import transformers
     transformers.logging.set_verbosity_error()
     if model in PRESETS:
-        return getattr(transformers, PRESETS[model][0])(**PRESETS[model][1])
+        return preset_config(model)
     looks_local = os.path.exists(model) or os.path.isabs(model) or model.startswith((".", "~"))  # never hub ids
     if looks_local and not os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
         raise CliError(f"{model!r} is not a directory holding config.json")
@@ -60,22 +47,6 @@ def load_config(model: str):
             "could not be found locally or on the Hugging Face Hub"
         raise CliError(f"model {model!r} {where} ({_first_line(err)}); pass a preset ({', '.join(PRESETS)}) or "
                        f"a local directory containing config.json") from None
-
-
-def build_on_meta(config, task: str = "auto"):
-    """The model for ``config`` on the meta device: a classifier for encoders, an LM for decoders
-    (``task`` overrides: seq-cls, causal-lm or base)."""
-    import torch
-    import transformers
-    if task == "auto":
-        task = "seq-cls" if config.model_type in ENCODERS else "causal-lm"
-    if task == "seq-cls" and not getattr(config, "num_labels", None):
-        config.num_labels = 2
-    try:
-        with torch.device("meta"):
-            return getattr(transformers, TASKS[task]).from_config(config)
-    except ValueError as err:
-        raise CliError(f"cannot build a {task} model for {config.model_type!r}: {_first_line(err)}") from None
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -1,6 +1,5 @@
 """Bad input: one clear TenpeftError, and the model exactly as it was."""
 import pytest
-import torch
 from torch import nn
 
 import tenpeft

@@ -1,7 +1,6 @@
 """Model structure discovery for every supported family, and the unknown-family error."""
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPTNeoXConfig, LlamaConfig
+from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
 import tenpeft
 from models import CONFIGS, tiny_model
