@@ -226,12 +226,16 @@ class Factorization(nn.Module):
         ``x`` has shape ``(*batch, n_{x_modes[0]}, ...)``; the result has shape
         ``(*batch, n_{out_modes[0]}, ...)``. ``fixed[mode]`` is an int (the mode is sliced at that
         index and disappears) or a 1-D index tensor (the mode keeps only those indices).
-        The contraction order is the cheapest one opt_einsum finds for these shapes (cached).
+        The contraction order is the cheapest one opt_einsum finds for these shapes (cached; under
+        ``torch.compile``, torch.einsum's own opt_einsum planning, which dynamo can trace).
         """
         batch = x.shape[: x.dim() - len(x_modes)] if x is not None else ()
         operands, labels, out_labels = self._operands(x, x_modes, out_modes, fixed)
-        expr = _expression(_equation(labels, out_labels), tuple(tuple(t.shape) for t in operands))
-        result = expr(*operands, backend="torch")
+        equation = _equation(labels, out_labels)
+        if torch.compiler.is_compiling():  # dynamo cannot trace opt_einsum; torch.einsum plans with it too
+            result = torch.einsum(equation, *operands)
+        else:
+            result = _expression(equation, tuple(tuple(t.shape) for t in operands))(*operands, backend="torch")
         return result.reshape(*batch, *result.shape[1 if x is not None else 0:])
 
     def contraction_info(self, x_shape: Sequence[int], x_modes: Sequence[int], out_modes: Sequence[int],
