@@ -47,7 +47,7 @@ def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
             continue
         if isinstance(wrapper, ParallelUpdate) and not wrapper.merged:
             _add_delta(wrapper, +1.0)
-            wrapper.merged_versions = wrapper.factor_versions()
+            wrapper.mark_merged(True)
     return model
 
 
@@ -60,7 +60,7 @@ def unmerge(model: nn.Module) -> nn.Module:
                 raise TenpeftError(f"factors of {type(wrapper.base).__name__} changed while merged; "
                                    f"unmerge cannot recover the base weight")
             _add_delta(wrapper, -1.0)
-            wrapper.merged_versions = None
+            wrapper.mark_merged(False)
     return model
 
 

@@ -16,6 +16,11 @@ from torch import nn
 from .structure import linear_dims
 
 
+def scaled(t: torch.Tensor, scale: float) -> torch.Tensor:
+    """``t * scale`` without an extra pass over ``t`` when ``scale`` is 1 (the default)."""
+    return t if scale == 1.0 else t * scale
+
+
 class Update(nn.Module):
     """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``."""
 
@@ -49,13 +54,19 @@ class ParallelUpdate(AdapterWrapper):
         self.slices = list(slices)
         self.in_features, self.out_features = linear_dims(base)
         self.merged_versions: tuple[int, ...] | None = None  # set while ΔW is merged into the base
+        self._merged_tensors: tuple[torch.Tensor, ...] = ()  # the factors read at merge time
 
     @property
     def merged(self) -> bool:
         return self.merged_versions is not None
 
+    def mark_merged(self, merged: bool) -> None:
+        """Record (or clear) the factors' versions at merge time, for the stale-merge check."""
+        self._merged_tensors = tuple(t for u in self.updates for t in u.factor_tensors()) if merged else ()
+        self.merged_versions = self.factor_versions() if merged else None
+
     def factor_versions(self) -> tuple[int, ...]:
-        return tuple(t._version for u in self.updates for t in u.factor_tensors())
+        return tuple(t._version for t in self._merged_tensors)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base(x, *args, **kwargs)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..formats import get_format
-from ..placements import Update
+from ..placements import Update, scaled
 from ..shapes import matrix_shape
 
 
@@ -62,7 +62,7 @@ class BottleneckUpdate(Update):
                                   zero_factor=None, **common)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x @ self.v.weight().T) @ (self.u.weight().T * self.scale)
+        return (x @ self.v.weight().T) @ scaled(self.u.weight().T, self.scale)
 
     def delta_weight(self) -> torch.Tensor:
         return self.u.weight() @ self.v.weight() * self.scale

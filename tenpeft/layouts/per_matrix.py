@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..formats import get_format
-from ..placements import Update
+from ..placements import Update, scaled
 
 
 class MatrixUpdate(Update):
@@ -23,7 +23,7 @@ class MatrixUpdate(Update):
                                              device=device, **factor_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.factorization.contract(x, (1,), (0,)) * self.scale
+        return scaled(self.factorization.contract(x, (1,), (0,)), self.scale)
 
     def delta_weight(self) -> torch.Tensor:
         return self.factorization.reconstruct() * self.scale

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..placements import Update
+from ..placements import Update, scaled
 from ..structure import ModelStructure
 
 OUTPUT_HEAD_ROLES = ("q", "k", "v")
@@ -51,9 +51,9 @@ class SharedTensorUpdate(Update):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.role in OUTPUT_HEAD_ROLES:
             y = self.shared.contract(x, (0,), (2, 1), self._fixed())
-            return y.flatten(-2) * self.scale
+            return scaled(y.flatten(-2), self.scale)
         x = x.unflatten(-1, (self.heads, self.head_dim))
-        return self.shared.contract(x, (2, 1), (0,), self._fixed()) * self.scale
+        return scaled(self.shared.contract(x, (2, 1), (0,), self._fixed()), self.scale)
 
     def delta_weight(self) -> torch.Tensor:
         if self.role in OUTPUT_HEAD_ROLES:
