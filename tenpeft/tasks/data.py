@@ -1,0 +1,176 @@
+"""Load a GLUE task's train and evaluation splits from the Hub or a local folder, validated."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+from ..errors import TenpeftError
+from .specs import TaskSpec, get_task
+
+ENV_VAR = "TENPEFT_DATA_DIR"
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+LAYOUT = "DIR/<task>/<split>.jsonl (or .json, .csv, .parquet), like ../shared/data/glue"
+
+
+@dataclass
+class TaskData:
+    """A task's training and evaluation datasets, the split used for evaluation and where they came from."""
+
+    task: TaskSpec
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    eval_split: str
+    source: str
+
+
+def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_size: int | None = None,
+                   eval_size: int | None = None, data_seed: int = 0) -> TaskData:
+    """Load ``task`` from ``data_dir`` (else ``$TENPEFT_DATA_DIR``, else ``datasets.load_dataset("glue", name)``).
+
+    Train is the ``train`` split; eval is the first of ``task.eval_splits`` present. Labels and text
+    columns are validated; ``train_size``/``eval_size`` keep that many rows of a shuffle by ``data_seed``.
+    Only the text columns, ``label`` and ``idx`` (if present) are kept.
+    """
+    spec = get_task(task)
+    for name, size in (("train_size", train_size), ("eval_size", eval_size)):
+        _check_size(name, size)
+    if isinstance(data_seed, bool) or not isinstance(data_seed, (int, np.integer)):
+        raise TenpeftError(f"data_seed must be an integer, not {data_seed!r}")
+    from_env = data_dir is None and bool(os.environ.get(ENV_VAR))
+    if from_env:
+        data_dir = os.environ[ENV_VAR]
+    if data_dir is None:
+        splits, source = _hub_splits(spec), f"hub:glue/{spec.name}"
+        wheres, found = {split: f"{source} split {split!r}" for split in splits}, sorted(splits)
+    else:
+        splits, source = _local_files(spec, Path(data_dir), from_env)
+        wheres = {split: str(path) for split, path in splits.items()}
+        found = sorted(p.name for p in Path(source).iterdir())
+    eval_split = _pick_eval_split(spec, splits, source, found)
+    parts = []
+    for split, size in (("train", train_size), (eval_split, eval_size)):
+        ds = splits[split]
+        ds = _read_file(ds) if isinstance(ds, Path) else ds
+        ds = _validate(spec, ds, wheres[split])
+        parts.append(_subsample(ds, size, data_seed))
+    return TaskData(spec, parts[0], parts[1], eval_split, source)
+
+
+def _check_size(name: str, size) -> None:
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise TenpeftError(f"{name} must be a positive integer or None (all rows), not {size!r}")
+
+
+def _hub_splits(spec: TaskSpec) -> dict[str, datasets.Dataset]:
+    try:
+        return dict(datasets.load_dataset("glue", spec.name))
+    except Exception as err:  # network, auth and hub errors all mean: use local data instead
+        raise TenpeftError(
+            f"could not load GLUE {spec.name!r} from the Hugging Face Hub ({type(err).__name__}: {err}); "
+            f"without network access pass --data-dir DIR or set {ENV_VAR}=DIR, laid out as {LAYOUT}") from err
+
+
+def _local_files(spec: TaskSpec, data_dir: Path, from_env: bool) -> tuple[dict[str, Path], str]:
+    if not data_dir.is_dir():
+        origin = f" (from {ENV_VAR})" if from_env else ""
+        raise TenpeftError(f"data directory {str(data_dir)!r}{origin} does not exist or is not a directory; "
+                           f"pass --data-dir / {ENV_VAR} pointing to a folder laid out as {LAYOUT}")
+    task_dir = data_dir / spec.name
+    if not task_dir.is_dir():
+        found = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        hint = ""
+        if any((data_dir / f"train{ext}").exists() for ext in BUILDERS):
+            hint = f" ({str(data_dir)!r} looks like a task folder itself: pass its parent)"
+        raise TenpeftError(f"no folder for task {spec.name!r} in data directory {str(data_dir)!r}{hint}; "
+                           f"task folders found: {found}; expected layout {LAYOUT}")
+    files: dict[str, Path] = {}
+    for path in sorted(task_dir.iterdir()):
+        if path.is_file() and path.suffix.lower() in BUILDERS:
+            if path.stem in files:
+                raise TenpeftError(f"two files for split {path.stem!r} in {str(task_dir)!r}: "
+                                   f"{files[path.stem].name} and {path.name}; keep one")
+            files[path.stem] = path
+    return files, str(task_dir)
+
+
+def _pick_eval_split(spec: TaskSpec, splits: dict, source: str, found: list[str]) -> str:
+    if "train" not in splits:
+        raise TenpeftError(f"no train split for {spec.name!r} in {source}: expected train.jsonl "
+                           f"(or .json, .csv, .parquet); found {found}")
+    for split in spec.eval_splits:
+        if split in splits:
+            return split
+    raise TenpeftError(f"no evaluation split for {spec.name!r} in {source}: looked for "
+                       f"{', '.join(spec.eval_splits)} (in that order); found {found}")
+
+
+def _read_file(path: Path) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(BUILDERS[path.suffix.lower()], data_files={"train": str(path)}, split="train")
+    except Exception as err:  # malformed files surface as assorted datasets/pyarrow errors
+        cause = err.__cause__ or err  # DatasetGenerationError wraps the parser's message
+        raise TenpeftError(f"could not read {str(path)!r} ({type(cause).__name__}: {cause}); "
+                           f"fix or replace the file") from err
+
+
+def _validate(spec: TaskSpec, ds: datasets.Dataset, where: str) -> datasets.Dataset:
+    needed = [*spec.text_columns, "label"]
+    missing = [c for c in needed if c not in ds.column_names]
+    if missing:
+        raise TenpeftError(f"{where} lacks column(s) {missing} that task {spec.name!r} needs "
+                           f"({', '.join(needed)}); columns found: {ds.column_names}")
+    if len(ds) == 0:
+        raise TenpeftError(f"{where} has no rows; give it labelled examples")
+    for col in spec.text_columns:
+        values = ds.with_format("arrow")[col]
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            raise TenpeftError(f"column {col!r} of {where} holds {values.type}, not text; store it as strings")
+        _check_no_nulls(values, col, where)
+    labels = ds.with_format("arrow")["label"]
+    _check_no_nulls(labels, "label", where)
+    _check_labels(spec, labels, where)
+    ds = ds.select_columns([*spec.text_columns, "label", *(["idx"] if "idx" in ds.column_names else [])])
+    dtype = "float32" if spec.is_regression else "int64"
+    if labels.type != pa.type_for_alias(dtype):  # ClassLabel (hub) is int64 underneath and stays as is
+        ds = ds.cast_column("label", datasets.Value(dtype))
+    return ds
+
+
+def _check_no_nulls(values, col: str, where: str) -> None:
+    if values.null_count:
+        row = int(np.flatnonzero(np.asarray(values.is_null()))[0])
+        raise TenpeftError(f"column {col!r} of {where} is empty in row {row} (0-based); "
+                           f"fill it or drop the row")
+
+
+def _check_labels(spec: TaskSpec, labels, where: str) -> None:
+    if not (pa.types.is_integer(labels.type) or pa.types.is_floating(labels.type)):
+        raise TenpeftError(f"column 'label' of {where} holds {labels.type}; expected "
+                           f"{'numbers' if spec.is_regression else 'integer class indices'}; convert the labels")
+    values = labels.to_numpy()
+    if spec.is_regression:
+        bad = ~np.isfinite(values)
+        expected = "finite similarity scores (0 to 5)"
+    else:
+        bad = (values < 0) | (values >= spec.num_labels) | (values != np.round(values))
+        expected = f"integer class indices 0..{spec.num_labels - 1}"
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = values[row].item()
+        hint = " (GLUE test splits are unlabelled, marked -1)" if value == -1 else ""
+        raise TenpeftError(f"label {value!r} in row {row} (0-based) of {where} is not valid for "
+                           f"{spec.name!r}: expected {expected}{hint}; fix the label or drop the row")
+
+
+def _subsample(ds: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
+    if size is None or size >= len(ds):
+        return ds
+    order = np.random.default_rng(seed).permutation(len(ds))[:size]
+    return ds.select(order)
