@@ -1,0 +1,39 @@
+"""Parameter-vs-score frontier over every result on disk: trainable parameters (log scale) vs
+the headline score, mean ± std over seeds per configuration, and the Pareto front per task.
+
+Trains nothing: it reads ``results/*/*.json`` (written by the other studies, PEFT baselines and
+full fine-tuning included) and keeps, per configuration, the learning rate with the lowest mean
+validation loss.
+
+    python studies/frontier.py
+    python studies/frontier.py --studies rank_ablation --results-dir results
+"""
+from __future__ import annotations
+
+import argparse
+
+from tenpeft.plots import frontier_figure, pareto_front, runs_frame, save_figure
+from tenpeft.train.records import load_records
+from tenpeft.train.study import best_lr_only, print_summary
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--figures-dir", default="figures")
+    parser.add_argument("--studies", default=None, help="comma-separated study names (default: all but forgetting)")
+    args = parser.parse_args(argv)
+    studies = args.studies.split(",") if args.studies else None
+    records = [r for r in load_records(args.results_dir, studies) if r.get("stages") is None]
+    records = best_lr_only(records)
+    frame = print_summary(records, ["task", "label"])
+    for task, points in frame.groupby("task"):
+        front = pareto_front(points.rename(columns={"score_mean": "score"}), x="trainable", y="score")
+        print(f"Pareto front on {task}: " + ", ".join(f"{row.label} ({row.trainable:,})" for row in front.itertuples()))
+    for path in save_figure(frontier_figure(records), args.figures_dir, "frontier"):
+        print(f"wrote {path}")
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Figures and tables from run records (``tenpeft-run/1`` JSON): tidy frames, seed summaries,
+Pareto fronts, and one matplotlib Figure per study (no pyplot state; style applied locally)."""
+from __future__ import annotations
+
+from .ablations import param_savings_figure, rank_ablation_figure, shape_search_figure
+from .dynamics import (average_forgetting, forgetting_figure, forgetting_matrices, overfitting_figure,
+                       smoothed_curves)
+from .frontier import frontier_figure, frontier_points
+from .labels import format_count, labels_for, metric_name, run_label
+from .records import check_records, history_frame, pareto_front, runs_frame, summarize
+from .style import save_figure
+
+__all__ = ["average_forgetting", "check_records", "format_count", "forgetting_figure", "forgetting_matrices",
+           "frontier_figure", "frontier_points", "history_frame", "labels_for", "metric_name",
+           "overfitting_figure", "param_savings_figure", "pareto_front", "rank_ablation_figure", "run_label",
+           "runs_frame", "save_figure", "shape_search_figure", "smoothed_curves", "summarize"]

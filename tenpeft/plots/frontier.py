@@ -1,0 +1,54 @@
+"""Score vs trainable parameters across methods, with the Pareto front per task."""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..errors import TenpeftError
+from .records import pareto_front, runs_frame, summarize
+from .style import metric_label, method_styles, panel_grid, shared_legend, styled
+
+
+def frontier_points(records: list[dict]) -> pd.DataFrame:
+    """Per (task, method, label): score mean/std/count over seeds and the median trainable count."""
+    frame = runs_frame(records)
+    keys = ["task", "method", "label"]
+    params = frame.groupby(keys, sort=True)["trainable"].median().reset_index()
+    points = summarize(frame, keys).merge(params, on=keys).dropna(subset=["mean"])
+    if points.empty:
+        raise TenpeftError("no run has a score value (all null); the frontier needs scored runs")
+    return points
+
+
+@styled
+def frontier_figure(records: list[dict], annotate: bool = True) -> Figure:
+    """Headline score (mean ± std over seeds) vs trainable parameters (log x): a point per
+    (method, label), a colour and marker per method, the Pareto front as a step line; a panel per
+    task. ``annotate`` writes each label's distinguishing args (e.g. ``r=4``) next to its point."""
+    frame = runs_frame(records)
+    points = frontier_points(records)
+    tasks = sorted(points["task"].unique())
+    styles = method_styles(points["method"])
+    fig, axes = panel_grid(len(tasks), size=(5.0, 3.8))
+    for ax, task in zip(axes, tasks):
+        part = points[points["task"] == task]
+        for method, group in part.groupby("method", sort=True):
+            ax.errorbar(group["trainable"], group["mean"], yerr=group["std"], linestyle="none", capsize=3,
+                        markersize=6, label=method, **styles[method])
+            if annotate:
+                for row in group.itertuples(index=False):
+                    suffix = row.label[len(method):].strip()
+                    if suffix:
+                        ax.annotate(suffix, (row.trainable, row.mean), xytext=(4, -9), textcoords="offset points",
+                                    fontsize=6.5, color="0.3")
+        front = pareto_front(part, x="trainable", y="mean")
+        ax.step(front["trainable"], front["mean"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8,
+                label="Pareto front", zorder=1)
+        ax.set_xscale("log")
+        ax.set(title=task, xlabel="trainable parameters (log scale)",
+               ylabel=f"{metric_label(frame, task)} (mean ± std)")
+    counts = points["count"]
+    seeds = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
+    fig.suptitle(f"Score vs trainable parameters ({seeds} seeds per point)")
+    shared_legend(fig, axes, last=("Pareto front",))
+    return fig

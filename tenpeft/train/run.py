@@ -1,0 +1,185 @@
+"""One run of a study: a spec, its checks before training, its execution and its JSON record.
+
+A record (schema ``tenpeft-run/1``) is written atomically to ``<results>/<study>/<run_id>.json``;
+the ``run_id`` ends in a hash of the full config, so a rerun of the same config finds its file and
+skips it, and a run killed midway loses only itself."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import TenpeftError
+from ..formats import Budget
+from .adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
+from .loop import TrainConfig, evaluate, train
+from .models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, resolve_model
+from .provenance import provenance
+from .records import SCHEMA, read_record, write_json_atomic
+
+
+@dataclass
+class DataConfig:
+    """Which examples: ``train_size``/``eval_size`` subsample (None = all) with ``data_seed``;
+    ``data_dir`` a local GLUE-like folder (None = ``TENPEFT_DATA_DIR`` or the hub)."""
+
+    train_size: int | None = 2000
+    eval_size: int | None = None
+    data_dir: str | None = None
+    data_seed: int = 0
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one run. ``task`` may chain tasks (``"sst2>mrpc>rte"``) for
+    sequential training; ``axes`` names the study's independent variables for plots."""
+
+    study: str
+    model: str
+    task: str
+    method: str
+    method_args: dict = field(default_factory=dict)
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    axes: dict = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.task.split(">")
+
+    def config(self) -> dict:
+        """The full config as JSON data (what the record stores and the run id hashes)."""
+        return {"model": self.model, "task": self.task, "method": self.method, "method_args": self.method_args,
+                "seed": self.seed, "lr": self.train.lr, "axes": self.axes, "train": self.train.to_dict(),
+                "data": dataclasses.asdict(self.data)}
+
+    @property
+    def run_id(self) -> str:
+        text = json.dumps(self.config(), sort_keys=True, default=str)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        args = "-".join(f"{k}{v}" for k, v in sorted(self.axes.items()) if k != "lr")
+        name = "-".join(x for x in (self.task.replace(">", "+"), Path(self.model).name, self.method, args,
+                                    f"lr{self.train.lr:g}", f"s{self.seed}") if x)
+        return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', name)[:100]}-{digest}"
+
+
+def decode_args(args: dict) -> dict:
+    """JSON method arguments to Python: ``{"budget": n}`` becomes ``tenpeft.Budget(n)``."""
+    return {k: Budget(v["budget"]) if isinstance(v, dict) and set(v) == {"budget"} else v for k, v in args.items()}
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Everything but training, fast: model, task data, method and arguments (built on the meta
+    device). Raises a TenpeftError naming the problem."""
+    from ..tasks import get_task, load_task_data
+
+    if spec.method not in known_methods():
+        raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
+    tasks = [get_task(t) for t in spec.tasks]
+    config = load_config(resolve_model(spec.model))
+    if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
+        raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
+    for task in tasks:
+        load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
+                       data_seed=spec.data.data_seed)
+    if not is_decoder(config):
+        config.num_labels = tasks[0].num_labels
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForCausalLM if is_decoder(config) else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    try:
+        apply_method(model, spec.method, decode_args(spec.method_args), decoder=is_decoder(config))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, TenpeftError):
+            raise
+        raise TenpeftError(f"{spec.method} with {spec.method_args} cannot be applied to {spec.model}: {exc}") from None
+
+
+def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool):
+    from ..tasks import encode_classification, encode_prompt, get_task, label_word_ids, load_task_data, make_collator
+
+    task = get_task(name)
+    data = load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
+                          data_seed=spec.data.data_seed)
+    encode = encode_prompt if decoder else encode_classification
+    labels = label_word_ids(task, tokenizer) if decoder else None
+    return (task, encode(task, tokenizer, data.train, spec.train.max_length),
+            encode(task, tokenizer, data.eval, spec.train.max_length), make_collator(tokenizer, task), labels,
+            data.eval_split)
+
+
+def _build(spec: RunSpec, source, decoder: bool, num_labels: int, label_ids):
+    model = load_model(source, num_labels, seed=spec.seed)
+    adapted = apply_method(model, spec.method, decode_args(spec.method_args), decoder=decoder)
+    params = count_parameters(adapted)
+    trained = PromptClassifier(base_model(adapted), label_ids) if decoder else adapted
+    return trained, params
+
+
+def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
+    """Run ``spec`` (every stage of a chained task) and return its record."""
+    from accelerate.utils import set_seed
+
+    set_seed(spec.seed)
+    source = resolve_model(spec.model)
+    decoder = is_decoder(load_config(source))
+    tokenizer = load_tokenizer(source)
+    prepared = [_prepare_task(t, spec, tokenizer, decoder) for t in spec.tasks]
+    model, params = _build(spec, source, decoder, prepared[0][0].num_labels, prepared[0][4])
+    stages, timings = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    for task, train_set, eval_set, collate, labels, _ in prepared:
+        if decoder:
+            model.label_ids = torch.tensor(labels, device=model.label_ids.device)
+        result = train(model, task, train_set, eval_set, collate, spec.train, seed=spec.seed,
+                       accelerator=accelerator, progress=progress)
+        for key in timings:
+            timings[key] += result.timings[key]
+        stages.append({"task": task.name, "history": result.history, "best": result.best})
+        if len(prepared) > 1:
+            stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress)
+    accelerator.free_memory()
+    last = stages[-1]
+    record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "config": spec.config(),
+              "params": params, "history": last["history"], "best": last["best"],
+              "score": {"metric": prepared[-1][0].headline_metric,
+                        "value": last["best"]["metrics"][prepared[-1][0].headline_metric]},
+              "eval_split": {p[0].name: p[5] for p in prepared}, "stages": stages if len(prepared) > 1 else None,
+              "timings": {**timings, "steps_per_s": spec.train.max_steps * len(stages) / max(timings["train_s"], 1e-9)}}
+    record["provenance"] = provenance(accelerator)
+    return record
+
+
+def _score_all(model, prepared, accelerator, progress) -> dict[str, float]:
+    """The headline score of every task of a chain on its evaluation split, as the model is now."""
+    from torch.utils.data import DataLoader
+
+    scores = {}
+    for task, _, eval_set, collate, labels, _ in prepared:
+        if hasattr(model, "label_ids"):
+            model.label_ids = torch.tensor(labels, device=model.label_ids.device)
+        loader = accelerator.prepare(DataLoader(eval_set, batch_size=64, collate_fn=collate))
+        scores[task.name] = evaluate(model, loader, task, accelerator, progress)[1][task.headline_metric]
+    return scores
+
+
+def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = True) -> tuple[dict, bool]:
+    """Execute ``spec`` unless its record is already on disk; returns (record, was_run)."""
+    path = Path(results_dir) / spec.study / f"{spec.run_id}.json"
+    existing = read_record(path)
+    if existing is not None and existing.get("config") == json.loads(json.dumps(spec.config())):
+        return existing, False
+    record = execute(spec, accelerator, progress)
+    if accelerator.is_main_process:
+        write_json_atomic(path, record)
+    return record, True
+
+
+__all__ = ["DataConfig", "PEFT_BASELINES", "RunSpec", "check_spec", "decode_args", "execute", "run"]

@@ -1,0 +1,188 @@
+"""What every study script shares: the command line, the expansion of a grid into runs, the
+checks of every run before the first one trains, and the loop over runs (skipping finished ones)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import TenpeftError
+from .loop import TrainConfig
+from .run import DataConfig, RunSpec, check_spec, run
+
+# Rates for the short default runs (MiniLM, a trained head); ultra-low-parameter methods need larger.
+DEFAULT_LR = {"full": 5e-5, "lora": 1e-3, "peft_lora": 1e-3, "adapter": 1e-3, "loretta_rep": 3e-3,
+              "loretta_adp": 3e-3, "bitfit": 3e-3}
+FALLBACK_LR = 5e-3
+RANK_ARG = {"peft_lora": "r"}
+
+
+def default_lr(method: str) -> float:
+    return DEFAULT_LR.get(method, FALLBACK_LR)
+
+
+@dataclass
+class Variant:
+    """One point of a study's grid: a method, its arguments and the axis values it stands for."""
+
+    method: str
+    method_args: dict = field(default_factory=dict)
+    axes: dict = field(default_factory=dict)
+
+
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, train_size=1000, eval_size=None,
+                eval_every=25, batch_size=16) -> argparse.ArgumentParser:
+    """The flags every study takes; each study adds its own and sets its defaults."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="minilm", help="alias (minilm, smollm2, tiny-bert, tiny-llama), hub id or path")
+    p.add_argument("--tasks", type=_csv(str), default=_csv(str)(tasks), help="comma-separated GLUE tasks")
+    p.add_argument("--seeds", type=_csv(int), default=_csv(int)(seeds))
+    p.add_argument("--lrs", type=_csv(float), default=None,
+                   help="learning-rate sweep (every method); the best by validation loss is plotted")
+    p.add_argument("--max-steps", type=int, default=max_steps)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--eval-every", type=int, default=eval_every)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--train-size", type=int, default=train_size, help="0 = the whole train split")
+    p.add_argument("--eval-size", type=int, default=eval_size or 0, help="0 = the whole evaluation split")
+    p.add_argument("--data-dir", default=os.environ.get("TENPEFT_DATA_DIR"),
+                   help="local GLUE folder (<dir>/<task>/<split>.jsonl); default TENPEFT_DATA_DIR, else the hub")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="extra method argument, e.g. lora.alpha=16 (VALUE parsed as JSON)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--figures-dir", default="figures")
+    p.add_argument("--paper", action="store_true", help="the paper's full settings (hours on a GPU)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    """``["lora.alpha=16"]`` -> ``{"lora": {"alpha": 16}}``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise TenpeftError(f"--set {item!r}: write METHOD.KEY=VALUE, e.g. lora.alpha=16")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    return out
+
+
+def expand(study: str, args, variants: list[Variant], task_chains: list[str] | None = None,
+           train_overrides: dict | None = None) -> list[RunSpec]:
+    """Runs for every variant x task x learning rate x seed, with the common flags applied."""
+    extra = parse_sets(args.set)
+    data = DataConfig(train_size=args.train_size or None, eval_size=args.eval_size or None, data_dir=args.data_dir)
+    specs = []
+    for variant in variants:
+        lrs = args.lrs or [default_lr(variant.method)]
+        method_args = {**variant.method_args, **extra.get(variant.method, {})}
+        for task in task_chains or args.tasks:
+            for lr in lrs:
+                train = TrainConfig.from_dict({"lr": lr, "max_steps": args.max_steps, "batch_size": args.batch_size,
+                                               "eval_every": args.eval_every, "max_length": args.max_length,
+                                               "mixed_precision": args.mixed_precision, **(train_overrides or {})})
+                axes = {**variant.axes, **({"lr": lr} if args.lrs else {})}
+                specs += [RunSpec(study, args.model, task, variant.method, method_args, seed, train, data, axes)
+                          for seed in args.seeds]
+    return specs
+
+
+def check_all(specs: list[RunSpec]) -> None:
+    """Check every distinct run before any trains; one error lists every problem found."""
+    problems, seen = [], set()
+    for spec in specs:
+        key = json.dumps({**spec.config(), "seed": 0, "lr": 0, "train": None}, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_spec(spec)
+        except TenpeftError as exc:
+            message = f"{spec.method} on {spec.task}: {exc}"
+            if message not in problems:
+                problems.append(message)
+    if problems:
+        raise TenpeftError("nothing was run; fix these first:\n  " + "\n  ".join(problems))
+
+
+def run_all(specs: list[RunSpec], args) -> list[dict]:
+    """Check, then run every spec (finished ones are read back, not rerun); Ctrl-C keeps every
+    finished record and exits with status 130."""
+    from accelerate import Accelerator
+
+    _quiet(not args.no_progress)
+    check_all(specs)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    records, progress = [], not args.no_progress
+    bar = tqdm(specs, desc=specs[0].study if specs else "runs", disable=not progress or not accelerator.is_main_process)
+    try:
+        for spec in bar:
+            record, ran = run(spec, args.results_dir, accelerator, progress)
+            records.append(record)
+            if accelerator.is_main_process:
+                tqdm.write(f"{'ran ' if ran else 'kept'} {spec.run_id}: {record['score']['metric']}="
+                           f"{record['score']['value']:.4f}, {record['params']['trainable']:,} trainable, "
+                           f"{record['timings']['total_s']:.0f} s")
+    except KeyboardInterrupt:
+        done = Path(args.results_dir) / specs[0].study
+        print(f"\ninterrupted: {len(records)} finished run(s) kept in {done}; rerun to continue", file=sys.stderr)
+        raise SystemExit(130)
+    return records
+
+
+def _quiet(progress: bool) -> None:
+    """Keep the console to one line per run: no per-load reports (a new task head is expected to be
+    missing from every checkpoint) and, without progress bars, none from datasets either."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if not progress:
+        datasets.disable_progress_bars()
+
+
+def best_lr_only(records: list[dict]) -> list[dict]:
+    """For each configuration swept over learning rates, keep the rate whose mean best validation
+    loss over seeds is lowest (selection on validation, as the plotted score is)."""
+    groups: dict[str, dict[float, list[dict]]] = {}
+    for r in records:
+        c = r["config"]
+        key = json.dumps({k: v for k, v in c.items() if k not in ("seed", "lr", "axes", "train")} |
+                         {"axes": {k: v for k, v in c["axes"].items() if k != "lr"}}, sort_keys=True, default=str)
+        groups.setdefault(key, {}).setdefault(c["lr"], []).append(r)
+    kept = []
+    for by_lr in groups.values():
+        best = min(by_lr.values(), key=lambda rs: sum(r["best"]["val_loss"] for r in rs) / len(rs))
+        kept += best
+    return kept
+
+
+def print_summary(records: list[dict], by: list[str]):
+    """Print mean ± std of the score over seeds per group (with trainable parameters); return the
+    summary frame (columns ``by``, ``trainable``, ``score_mean``, ``score_std``, ``seeds``)."""
+    from ..plots import runs_frame, summarize
+
+    frame = runs_frame(records)
+    summary = summarize(frame, by).rename(columns={"mean": "score_mean", "std": "score_std", "count": "seeds"})
+    summary = summary.merge(frame.groupby(by, dropna=False)["trainable"].max().reset_index(), on=by)
+    metric = ", ".join(sorted(frame["metric"].unique()))
+    print(f"\n{' | '.join(by)} | trainable | {metric} mean ± std (seeds)")
+    for row in summary.itertuples(index=False):
+        keys = " | ".join(str(getattr(row, c)) for c in by)
+        print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} ± {row.score_std:.4f} ({row.seeds})")
+    return summary

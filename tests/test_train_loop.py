@@ -1,0 +1,109 @@
+"""The training loop and one run: determinism, best-checkpoint restore, every kind of method and
+model (encoder classifier, decoder prompt classifier, regression), the record's schema."""
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from glue_data import write_glue
+from tenpeft.train.loop import TrainConfig
+from tenpeft.train.models import PromptClassifier, load_model, resolve_model
+from tenpeft.train.records import REQUIRED, SCHEMA
+from tenpeft.train.run import DataConfig, RunSpec, execute
+
+TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    return write_glue(tmp_path_factory.mktemp("glue"), tasks=("sst2", "mrpc", "rte", "stsb"))
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    return Accelerator()
+
+
+def spec(glue, method="lora", model="tiny-bert", task="sst2", args=None, **train) -> RunSpec:
+    return RunSpec("unit", model, task, method, args or {}, seed=0, train=TrainConfig(**{**TINY, **train}),
+                   data=DataConfig(train_size=16, eval_size=8, data_dir=str(glue)))
+
+
+def test_record_has_the_schema_and_best_is_the_lowest_validation_loss(glue, accelerator):
+    record = execute(spec(glue), accelerator, progress=False)
+    assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED)
+    assert [h["step"] for h in record["history"]] == [2, 4]
+    assert record["best"]["val_loss"] == min(h["val_loss"] for h in record["history"])
+    assert record["score"] == {"metric": "accuracy", "value": record["best"]["metrics"]["accuracy"]}
+    assert record["params"]["trainable"] == sum(record["params"]["components"].values()) > 0
+    prov = record["provenance"]
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"]
+    assert prov["device"] == "cpu" and prov["num_processes"] == 1 and "commit" in prov
+
+
+def test_a_seeded_cpu_run_repeats_bit_for_bit(glue, accelerator):
+    first = execute(spec(glue, "lorta", args={"rank": 2}), accelerator, progress=False)
+    second = execute(spec(glue, "lorta", args={"rank": 2}), accelerator, progress=False)
+    assert first["history"] == second["history"]
+    other = execute(RunSpec("unit", "tiny-bert", "sst2", "lorta", {"rank": 2}, seed=1, train=TrainConfig(**TINY),
+                            data=DataConfig(16, 8, str(glue))), accelerator, progress=False)
+    assert other["history"] != first["history"]
+
+
+def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
+    """The loop evaluates once more after training; the restored model scores the best entry."""
+    from tenpeft.train import loop, run as run_module
+
+    seen = {}
+    real_train = loop.train
+
+    def spy(model, task, train_set, eval_set, collate, cfg, **kw):
+        result = real_train(model, task, train_set, eval_set, collate, cfg, **kw)
+        loader = torch.utils.data.DataLoader(eval_set, batch_size=8, collate_fn=collate)
+        seen["after"] = loop.evaluate(model, loader, task, kw["accelerator"], progress=False)[0]
+        seen["best"] = result.best["val_loss"]
+        return result
+
+    monkeypatch.setattr(run_module, "train", spy)
+    execute(spec(glue, lr=0.05, max_steps=6), accelerator, progress=False)
+    assert seen["after"] == pytest.approx(seen["best"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method,args", [("full", {}), ("bitfit", {}), ("loretta_adp", {"bottleneck": 4}),
+                                         ("peft_lora", {"r": 2}), ("peft_ia3", {}), ("peft_prompt", {}),
+                                         ("peft_prefix", {"num_virtual_tokens": 4})])
+def test_every_kind_of_method_trains_through_the_same_loop(glue, accelerator, method, args):
+    record = execute(spec(glue, method, args=args), accelerator, progress=False)
+    assert record["params"]["trainable"] > 0 and len(record["history"]) == 2
+
+
+def test_regression_task_reports_spearman(glue, accelerator):
+    record = execute(spec(glue, task="stsb"), accelerator, progress=False)
+    assert record["score"]["metric"] == "spearman"
+    assert set(record["best"]["metrics"]) == {"spearman", "pearson"}
+
+
+@pytest.mark.parametrize("method", ["lorta", "peft_lora"])
+def test_decoder_prompt_classification(glue, accelerator, method):
+    record = execute(spec(glue, method, model="tiny-llama", task="rte"), accelerator, progress=False)
+    assert record["params"]["components"].get("head", 0) == 0  # an LM has no task head to train
+    assert 0 <= record["score"]["value"] <= 1
+
+
+def test_prompt_classifier_scores_label_words_as_the_lm_does():
+    lm = load_model(resolve_model("tiny-llama"), num_labels=2).eval()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    labels = [2000, 3000]
+    scores = PromptClassifier(lm, labels)(ids, mask).logits
+    full = lm(input_ids=ids, attention_mask=mask).logits
+    expected = torch.stack([full[0, 3, labels], full[1, 2, labels]])
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sequential_tasks_score_every_task_after_every_stage(glue, accelerator):
+    record = execute(spec(glue, task="sst2>mrpc>rte"), accelerator, progress=False)
+    assert [s["task"] for s in record["stages"]] == ["sst2", "mrpc", "rte"]
+    assert all(set(s["scores"]) == {"sst2", "mrpc", "rte"} for s in record["stages"])
+    assert record["eval_split"] == {"sst2": "validation", "mrpc": "test", "rte": "validation"}
