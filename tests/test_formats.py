@@ -44,6 +44,30 @@ def test_contract_equals_dense_einsum(name):
                           atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["cp", "tucker", "tt"])
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_mode_split_factors_the_tensor_over_one_bond(name, mode):
+    """T = F S with F (n_mode x b) the factor holding ``mode``; with another mode fixed too."""
+    torch.manual_seed(0)
+    f = FORMATS[name](SHAPE, 2, zero_factor=None)
+    T = f.reconstruct().detach()
+    rest = tuple(m for m in range(3) if m != mode)
+    if name == "tt" and mode == 1:  # a middle core has two bonds larger than 1: no split
+        assert f.mode_split(mode, rest) is None
+        return
+    first, small = f.mode_split(mode, rest)
+    assert first.shape[0] == SHAPE[mode] and small.shape == (first.shape[1], *(SHAPE[m] for m in rest))
+    torch.testing.assert_close(first @ small.flatten(1), T.permute(mode, *rest).flatten(1))
+    other = rest[0]
+    first, small = f.mode_split(mode, (rest[1],), {other: 1})
+    torch.testing.assert_close(first @ small, T.select(other, 1) if mode < rest[1] else T.select(other, 1).t())
+
+
+def test_mode_split_does_not_exist_for_dense_or_a_fixed_mode():
+    assert FORMATS["dense"](SHAPE, 2).mode_split(0, (1, 2)) is None
+    assert FORMATS["cp"](SHAPE, 2).mode_split(0, (1,), {0: 1, 2: 0}) is None
+
+
 @pytest.mark.parametrize("name,rank,expected", [
     ("cp", 2, 2 * (3 + 4 + 5)),
     ("tucker", (2, 3, 2), 2 * 3 * 2 + 3 * 2 + 4 * 3 + 5 * 2),

@@ -231,12 +231,33 @@ class Factorization(nn.Module):
         """
         batch = x.shape[: x.dim() - len(x_modes)] if x is not None else ()
         operands, labels, out_labels = self._operands(x, x_modes, out_modes, fixed)
-        equation = _equation(labels, out_labels)
-        if torch.compiler.is_compiling():  # dynamo cannot trace opt_einsum; torch.einsum plans with it too
-            result = torch.einsum(equation, *operands)
-        else:
-            result = _expression(equation, tuple(tuple(t.shape) for t in operands))(*operands, backend="torch")
+        result = _einsum(operands, labels, out_labels)
         return result.reshape(*batch, *result.shape[1 if x is not None else 0:])
+
+    def mode_split(self, mode: int, out_modes: Sequence[int],
+                   fixed: Mapping[int, Index] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``T`` (``fixed`` applied) as ``F @ S`` over one bond ``b``: ``F (n_mode x b)`` is the one
+        factor holding ``mode``; ``S (b, *out_modes)`` contracts every other factor (small: no mode
+        ``mode``). Then ``x -> (x @ F) @ S`` costs two row-major matmuls. None where the split does
+        not exist (the factor holds other modes or several bonds larger than 1; ``mode`` fixed)."""
+        if mode in (fixed or {}):
+            return None
+        network = self.network(self.shape, self.ranks)
+        index = next(i for i, (_, axes) in enumerate(network) if mode in axes)
+        name, axes = network[index]
+        factor, n_modes = getattr(self, name), len(self.shape)
+        bonds = [a for a in axes if a >= n_modes]
+        if len(axes) - len(bonds) != 1 or not bonds:
+            return None
+        large = [a for a in bonds if factor.shape[axes.index(a)] > 1]
+        if len(large) > 1:
+            return None
+        bond = (large or bonds)[0]
+        first = factor.movedim(axes.index(mode), 0)
+        first = first.reshape(first.shape[0], -1)  # the other axes: the bond and bonds of size 1
+        operands, labels, _ = self._operands(None, (), (), fixed)
+        del operands[index], labels[index]
+        return first, _einsum(operands, labels, (bond, *out_modes))
 
     def contraction_info(self, x_shape: Sequence[int], x_modes: Sequence[int], out_modes: Sequence[int],
                          fixed: Mapping[int, Index] | None = None) -> opt_einsum.contract.PathInfo:
@@ -282,6 +303,15 @@ def _equation(labels, out_labels) -> str:
     symbol = {lab: opt_einsum.get_symbol(i) for i, lab in enumerate(used)}
     return ",".join("".join(symbol[a] for a in axes) for axes in labels) + "->" + "".join(
         symbol[a] for a in out_labels)
+
+
+def _einsum(operands, labels, out_labels) -> torch.Tensor:
+    """Contract labelled operands: a cached opt_einsum expression, or torch.einsum while compiling
+    (dynamo cannot trace opt_einsum; torch.einsum plans with it too)."""
+    equation = _equation(labels, out_labels)
+    if torch.compiler.is_compiling():
+        return torch.einsum(equation, *operands)
+    return _expression(equation, tuple(tuple(t.shape) for t in operands))(*operands, backend="torch")
 
 
 @lru_cache(maxsize=4096)

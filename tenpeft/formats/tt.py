@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..errors import TenpeftError
 from .base import Factorization
 
@@ -42,6 +44,15 @@ class TT(Factorization):
     @classmethod
     def count(cls, shape, ranks):
         return sum(ranks[i] * n * ranks[i + 1] for i, n in enumerate(shape))
+
+    def reconstruct(self) -> torch.Tensor:
+        """The full tensor by a chain of matmuls over the cores, left to right (the cheapest order
+        for the small tensorized matrices this is used on; no einsum planning per call)."""
+        cores = [getattr(self, name) for name in self.factor_names]
+        out = cores[0].reshape(-1, cores[0].shape[-1])
+        for core in cores[1:]:
+            out = (out @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+        return out.reshape(self.shape)
 
     @classmethod
     def summed_terms(cls, ranks):

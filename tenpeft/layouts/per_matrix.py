@@ -23,6 +23,10 @@ class MatrixUpdate(Update):
                                              device=device, **factor_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = self.factorization.mode_split(1, (0,))
+        if split is not None:  # LoRA: (x @ A^T) @ (scale * B^T), the scale on the small factor
+            a_t, b_t = split
+            return (x @ a_t) @ scaled(b_t, self.scale)
         return scaled(self.factorization.contract(x, (1,), (0,)), self.scale)
 
     def delta_weight(self) -> torch.Tensor:

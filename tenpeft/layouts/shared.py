@@ -5,7 +5,8 @@ Head ``h`` of matrix ``m`` in layer ``l`` is ``T[:, :, h, l, m]`` (d x d_H). For
 mode sits on the output rows of ``ΔW`` (rows ``h*d_H .. (h+1)*d_H``); for O on the input columns.
 Grouped-query attention: K/V head ``g`` uses the head-mode slice of query head ``g * H / H_kv``,
 the first query head of the group that attends with it. No ``ΔW`` is ever built in forward: the
-input is contracted through the factors with a cost-chosen path.
+factors other than the model-dim one are contracted to a small ``(b, heads * d_H)`` matrix ``S``
+(``b`` the model-dim factor's bond), then the input goes through two row-major matmuls.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ class SharedTensorUpdate(Update):
         return fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = self.shared.mode_split(0, (2, 1), self._fixed())
+        if split is not None:  # T = F_d S: (x @ F_d) @ S for Q/K/V, (x @ S^T) @ F_d^T for O, row-major
+            f_d, small = split
+            small = scaled(small.flatten(1), self.scale)  # (b, heads * d_H): scale the small side
+            return (x @ f_d) @ small if self.role in OUTPUT_HEAD_ROLES else (x @ small.t()) @ f_d.t()
         if self.role in OUTPUT_HEAD_ROLES:
             y = self.shared.contract(x, (0,), (2, 1), self._fixed())
             return scaled(y.flatten(-2), self.scale)
