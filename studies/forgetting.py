@@ -2,7 +2,7 @@
 SST-2, then MRPC, then RTE; after each stage every task's score on its evaluation split.
 
 Default (about 15 minutes on 2 CPU cores): MiniLM, 500 training examples and 100 steps per
-stage, 300 evaluation examples per task, LoRA, LoRETTA_rep, LoRTA and full fine-tuning, seeds 0
+stage, 200 evaluation examples per task, LoRA, LoRETTA_rep, LoRTA and full fine-tuning, seeds 0
 and 1. The three tasks are binary, so an encoder keeps one 2-way head (the label meanings differ
 per task; the head is trained in every stage). Forgetting of a task = its score right after its
 own stage minus its score at the end.
@@ -40,7 +40,7 @@ def print_forgetting(rows: list[dict]) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, train_size=500, eval_size=300, max_steps=100, eval_every=25)
+    parser = base_parser(__doc__, train_size=500, eval_size=200, max_steps=100, eval_every=50)
     parser.add_argument("--chain", type=_csv(str), default=["sst2", "mrpc", "rte"], help="tasks in training order")
     parser.add_argument("--methods", type=_csv(str), default=["lora", "loretta_rep", "lorta", "full"])
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """Overfitting curves (as LoRETTA Fig. 4): validation loss every N steps per method, smoothed
 with a moving window, mean and a ±1 std band over seeds.
 
-Default (about 15 minutes on 2 CPU cores): MiniLM on 200 SST-2 training examples (the eval set
-is 400 validation sentences), 400 steps (32 epochs), validation every 20 steps, LoRA, LoRETTA_rep,
+Default (about 15 minutes on 2 CPU cores): MiniLM on 200 SST-2 training examples (300
+validation sentences), 300 steps (24 epochs), validation every 25 steps, LoRA, LoRETTA_rep,
 LoRTA and full fine-tuning, seeds 0 and 1. Few examples and many epochs are what make methods
 overfit; the more parameters a method trains, the sooner its validation loss should turn up.
 
@@ -18,7 +18,7 @@ PAPER = {"train_size": 1000, "eval_size": 0, "max_steps": 3000, "eval_every": 10
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, train_size=200, eval_size=400, max_steps=400, eval_every=20)
+    parser = base_parser(__doc__, train_size=200, eval_size=300, max_steps=300, eval_every=25)
     parser.add_argument("--methods", type=_csv(str), default=["lora", "loretta_rep", "lorta", "full"])
     parser.add_argument("--window", type=int, default=5, help="moving-average window, in evaluations")
     args = parser.parse_args(argv)
