@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DTYPES, check_device  # noqa: E402
-from train_step import REGIMES, build_runner, make_base  # noqa: E402
+from bench_methods import make_base  # noqa: E402
+from train_step import REGIMES, build_runner  # noqa: E402
 
 
 def main(argv=None):

@@ -12,8 +12,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_targets import markdown  # noqa: E402
 from contraction import pick_winner, verdict  # noqa: E402
-from train_step import markdown  # noqa: E402
 
 
 def q(s, digits=3):

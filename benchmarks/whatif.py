@@ -38,6 +38,7 @@ import types
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_methods as bm  # noqa: E402
 import train_step as ts  # noqa: E402
 from common import DTYPES, check_device, environment, loadavg, quantiles  # noqa: E402
 
@@ -156,13 +157,13 @@ def patch(model):
 
 
 def _patched(name):
-    spec = ts.METHOD_SPECS[name]
+    spec = bm.METHOD_SPECS[name]
 
     def build(model, family):
         model = spec.build(model, family)
         assert patch(model) > 0, f"nothing to patch in {name}"
         return model
-    return ts.MethodSpec(name + "*", spec.impl + " (fixed)", build, spec.shares_base, "with the proposed fix")
+    return bm.MethodSpec(name + "*", spec.impl + " (fixed)", build, spec.shares_base, "with the proposed fix")
 
 
 FIXABLE = ["lora", "loretta_rep", "lorta", "lorta_qv", "lorta_tucker", "lorta_tt", "loretta_adp"]
@@ -170,13 +171,13 @@ BATCHABLE = ["lorta", "lorta_qv", "lorta_tucker", "lorta_tt"]
 
 
 def _batched(name):
-    spec = ts.METHOD_SPECS[name]
+    spec = bm.METHOD_SPECS[name]
 
     def build(model, family):
         model = spec.build(model, family)
         assert install_batched(model) > 0, f"no shared tensor in {name}"
         return model
-    return ts.MethodSpec(name + "**", spec.impl + " (fixed, batched)", build, spec.shares_base,
+    return bm.MethodSpec(name + "**", spec.impl + " (fixed, batched)", build, spec.shares_base,
                          "with the proposed fix and one small contraction per forward")
 
 
@@ -223,12 +224,12 @@ def merged_inference(regime_name, rounds=None):
     if rounds:
         regime["rounds"] = rounds
     device = torch.device("cpu")
-    base = ts.make_base(regime["family"], torch.float32, device)
+    base = bm.make_base(regime["family"], torch.float32, device)
     inputs = ts.make_inputs(regime["family"], regime["batch"], regime["seq"], device,
-                            ts.base_config(regime["family"]).vocab_size, labels=False)
+                            bm.base_config(regime["family"]).vocab_size, labels=False)
 
     def merged():
-        model = tenpeft.inject(ts.clone(base, share=False), "lorta")
+        model = tenpeft.inject(bm.clone(base, share=False), "lorta")
         with torch.no_grad():
             for p in model.tenpeft_shared.parameters():
                 if not p.any():
@@ -240,7 +241,7 @@ def merged_inference(regime_name, rounds=None):
         if isinstance(m, ParallelUpdate):
             m._merged_tensors = [t for u in m.updates for t in u.factor_tensors()]
             m.forward = types.MethodType(merged_forward_fixed, m)
-    runners = [ts.InferenceRunner("base", ts.clone(base, share=True).eval(), inputs),
+    runners = [ts.InferenceRunner("base", bm.clone(base, share=True).eval(), inputs),
                ts.InferenceRunner("lorta merged (package)", merged(), inputs),
                ts.InferenceRunner("lorta merged (stale check over a cached tensor list)", fixed, inputs),
                ts.InferenceRunner("lorta merge_and_unload", tenpeft.unload(merged()), inputs)]
@@ -275,9 +276,9 @@ def main(argv=None):
                            "merged_inference": rows}, fh, indent=1)
         return
     for name in FIXABLE:
-        ts.METHOD_SPECS[name + "*"] = _patched(name)
+        bm.METHOD_SPECS[name + "*"] = _patched(name)
     for name in BATCHABLE:
-        ts.METHOD_SPECS[name + "**"] = _batched(name)
+        bm.METHOD_SPECS[name + "**"] = _batched(name)
     regime = dict(ts.REGIMES[args.regime])
     for k in ("warmup", "rounds", "steps"):
         if getattr(args, k) is not None:
@@ -285,7 +286,7 @@ def main(argv=None):
     device, dtype = check_device("cpu", "fp32", False), DTYPES["fp32"]
     env = environment(device)
     family = regime["family"]
-    base = ts.make_base(family, dtype, device)
+    base = bm.make_base(family, dtype, device)
     check_equal(base, family, regime, device, dtype)
     names = args.methods.split(",") if args.methods else (
         ["floor", "peft_lora", "peft_lora_qkvo"] + [n for m in FIXABLE for n in (m, m + "*")]
