@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from tenpeft.plots import frontier_figure, pareto_front, runs_frame, save_figure
+from tenpeft.plots import frontier_figure, pareto_front, save_figure
 from tenpeft.train.records import load_records
 from tenpeft.train.study import best_lr_only, print_summary
 

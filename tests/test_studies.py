@@ -101,3 +101,12 @@ def test_param_savings_counts_match_the_engine_and_shrink(tmp_path):
     roberta = [r["params"] for r in rows if r["model"] == "roberta-base"]
     assert roberta == [294_912, 162_048, 40_704, 3_440]  # LoRA q,k,v,o r=4; LoRTA paper's 3,440
     assert (tmp_path / "param_savings.pdf").exists() and (tmp_path / "param_savings" / "param_savings.json").exists()
+
+
+def test_summarize_tables_every_study_on_disk(workspace):
+    for name in ("rank_ablation", "shape_search", "overfitting", "forgetting"):
+        load(name).main(_argv(workspace, name))
+    text = load("summarize").main(["--results-dir", str(workspace / "results")])
+    for heading in ("## rank_ablation", "## shape_search", "## overfitting", "## forgetting"):
+        assert heading in text
+    assert "| sst2 | lora | 1 |" in text and "| lora | " in text.split("## forgetting")[1]

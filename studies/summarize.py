@@ -1,0 +1,110 @@
+"""Markdown tables of every study's records on disk (the numbers quoted in docs/results.md come
+from here, not by hand): mean ± std over seeds per configuration, best learning rate kept.
+
+    python studies/summarize.py                    # all studies under results/
+    python studies/summarize.py --out /tmp/tables.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tenpeft.plots import runs_frame, summarize
+from tenpeft.train.records import load_records
+from tenpeft.train.study import best_lr_only
+
+
+def _pm(mean: float, std: float, scale: float = 100.0) -> str:
+    return f"{scale * mean:.1f} ± {scale * std:.1f}"
+
+
+def _cell(value) -> str:
+    """A table cell: integral floats (pandas turns a rank axis with gaps into floats) as ints, NaN as '-'."""
+    if isinstance(value, float):
+        return "-" if value != value else (str(int(value)) if value.is_integer() else f"{value:g}")
+    return str(value)
+
+
+def score_table(records: list[dict], by: list[str]) -> str:
+    """One row per configuration: trainable parameters, score mean ± std (in %), seeds, time per run."""
+    frame = runs_frame(records)
+    frame["seconds"] = [r["timings"]["total_s"] for r in records]
+    stats = summarize(frame, by).merge(frame.groupby(by, dropna=False).agg(
+        trainable=("trainable", "max"), seconds=("seconds", "mean"), metric=("metric", "first")).reset_index(), on=by)
+    lines = [f"| {' | '.join(by)} | trainable | score (%) | seeds | s/run |", "|" + "---|" * (len(by) + 4)]
+    for row in stats.sort_values(by).itertuples(index=False):
+        keys = " | ".join(_cell(getattr(row, c)) for c in by)
+        lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_pm(row.mean, row.std)} | {row.count} | "
+                     f"{row.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def overfitting_table(records: list[dict]) -> str:
+    """Per method: lowest validation loss and its step, the last one, and the rise after the lowest."""
+    rows = []
+    for r in records:
+        h = pd.DataFrame(r["history"])
+        low = h.loc[h["val_loss"].idxmin()]
+        rows.append({"method": r["config"]["method"], "trainable": r["params"]["trainable"], "best_step": low["step"],
+                     "min": low["val_loss"], "last": h["val_loss"].iloc[-1], "score": r["score"]["value"]})
+    frame = pd.DataFrame(rows)
+    g = frame.groupby("method").agg(["mean", "std"])
+    lines = ["| method | trainable | step of min val loss | min val loss | last val loss | rise | accuracy (%) |",
+             "|---|---|---|---|---|---|---|"]
+    for method, row in g.iterrows():
+        rise = frame[frame.method == method].eval("last - min")
+        lines.append(f"| {method} | {int(row[('trainable', 'mean')]):,} | {row[('best_step', 'mean')]:.0f} | "
+                     f"{row[('min', 'mean')]:.3f} | {row[('last', 'mean')]:.3f} | {rise.mean():.3f} ± {rise.std():.3f} | "
+                     f"{_pm(row[('score', 'mean')], row[('score', 'std')])} |")
+    return "\n".join(lines)
+
+
+def forgetting_table(records: list[dict]) -> str:
+    """Per method and task: score right after its own stage, at the end, and the drop (mean ± std)."""
+    rows = []
+    for r in records:
+        stages = r["stages"]
+        for stage in stages:
+            own, end = stage["scores"][stage["task"]], stages[-1]["scores"][stage["task"]]
+            rows.append({"method": r["config"]["method"], "task": stage["task"], "own": own, "end": end,
+                         "forgot": own - end, "trainable": r["params"]["trainable"]})
+    frame = pd.DataFrame(rows)
+    lines = ["| method | trainable | task | after own stage (%) | after the last stage (%) | forgetting (points) |",
+             "|---|---|---|---|---|---|"]
+    for (method, task), g in frame.groupby(["method", "task"], sort=True):
+        lines.append(f"| {method} | {g.trainable.iloc[0]:,} | {task} | {_pm(g.own.mean(), g.own.std())} | "
+                     f"{_pm(g.end.mean(), g.end.std())} | {_pm(g['forgot'].mean(), g['forgot'].std())} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    parts = []
+    for study, by in (("rank_ablation", ["task", "method", "axis_rank"]), ("shape_search", ["task", "axis_shape"])):
+        records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
+        if records:
+            parts.append(f"## {study}\n\n{score_table(records, by)}")
+    for study, table in (("overfitting", overfitting_table), ("forgetting", forgetting_table)):
+        if (Path(args.results_dir) / study).is_dir():
+            parts.append(f"## {study}\n\n{table(best_lr_only(load_records(args.results_dir, [study])))}")
+    savings = Path(args.results_dir) / "param_savings" / "param_savings.json"
+    if savings.exists():
+        rows = json.loads(savings.read_text())
+        parts.append("## param_savings\n\n| model | rank | variant | parameters | x fewer than LoRA |\n|---|---|---|---|---|\n"
+                     + "\n".join(f"| {r['model']} | {r['rank']} | {r['variant']} | {r['params']:,} | "
+                                 f"{r['savings_vs_lora']:.1f} |" for r in rows))
+    text = "\n\n".join(parts) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
