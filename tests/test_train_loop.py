@@ -107,3 +107,25 @@ def test_sequential_tasks_score_every_task_after_every_stage(glue, accelerator):
     assert [s["task"] for s in record["stages"]] == ["sst2", "mrpc", "rte"]
     assert all(set(s["scores"]) == {"sst2", "mrpc", "rte"} for s in record["stages"])
     assert record["eval_split"] == {"sst2": "validation", "mrpc": "test", "rte": "validation"}
+    assert record["config"]["chain_heads"] == "per_task"
+
+
+def test_task_heads_give_each_task_of_a_chain_its_own_head():
+    import tenpeft
+    from tenpeft.train.run import TaskHeads
+
+    model = tenpeft.inject(load_model(resolve_model("tiny-bert"), num_labels=2), "lora", rank=2)
+    heads = TaskHeads(model)
+    assert sorted(heads.params) == ["classifier.bias", "classifier.weight"]
+    weight = model.classifier.weight
+    initial = weight.detach().clone()
+    heads.start("sst2")
+    with torch.no_grad():
+        weight.add_(1.0)
+    heads.finish("sst2")
+    heads.start("mrpc")
+    assert torch.equal(weight, initial)
+    heads.use("sst2")
+    assert torch.equal(weight, initial + 1.0)
+    heads.use("rte")  # never trained: the initial head
+    assert torch.equal(weight, initial)

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import TenpeftError
 from ..formats import Budget
+from ..structure import task_head
 from .adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
 from .loop import TrainConfig, evaluate, train
 from .models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, resolve_model
@@ -55,9 +56,12 @@ class RunSpec:
 
     def config(self) -> dict:
         """The full config as JSON data (what the record stores and the run id hashes)."""
-        return {"model": self.model, "task": self.task, "method": self.method, "method_args": self.method_args,
-                "seed": self.seed, "lr": self.train.lr, "axes": self.axes, "train": self.train.to_dict(),
-                "data": dataclasses.asdict(self.data)}
+        config = {"model": self.model, "task": self.task, "method": self.method, "method_args": self.method_args,
+                  "seed": self.seed, "lr": self.train.lr, "axes": self.axes, "train": self.train.to_dict(),
+                  "data": dataclasses.asdict(self.data)}
+        if len(self.tasks) > 1:
+            config["chain_heads"] = "per_task"  # see TaskHeads
+        return config
 
     @property
     def run_id(self) -> str:
@@ -124,6 +128,35 @@ def _build(spec: RunSpec, source, decoder: bool, num_labels: int, label_ids):
     return trained, params
 
 
+class TaskHeads:
+    """One classification head per task of a chain (encoders; a decoder's heads are the label words):
+    every task starts from the same initial head, and each task is scored with its own last-trained
+    head, so forgetting measures what the shared adapter lost, not a head re-mapped to new labels."""
+
+    def __init__(self, model):
+        base = base_model(model)
+        prefixes = tuple(f"{name}." for name in task_head(base))
+        self.params = {n: p for n, p in base.named_parameters() if p.requires_grad and prefixes and n.startswith(prefixes)}
+        self.initial, self.trained = self._get(), {}
+
+    def _get(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def _set(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.params[name].copy_(value)
+
+    def start(self, task: str) -> None:
+        self._set(self.initial)
+
+    def finish(self, task: str) -> None:
+        self.trained[task] = self._get()
+
+    def use(self, task: str) -> None:
+        self._set(self.trained.get(task, self.initial))
+
+
 def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     """Run ``spec`` (every stage of a chained task) and return its record."""
     from accelerate.utils import set_seed
@@ -135,16 +168,21 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     prepared = [_prepare_task(t, spec, tokenizer, decoder) for t in spec.tasks]
     model, params = _build(spec, source, decoder, prepared[0][0].num_labels, prepared[0][4])
     stages, timings = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    heads = TaskHeads(model) if len(prepared) > 1 and not decoder else None
     for task, train_set, eval_set, collate, labels, _ in prepared:
         if decoder:
             model.label_ids = torch.tensor(labels, device=model.label_ids.device)
+        if heads:
+            heads.start(task.name)
         result = train(model, task, train_set, eval_set, collate, spec.train, seed=spec.seed,
                        accelerator=accelerator, progress=progress)
+        if heads:
+            heads.finish(task.name)
         for key in timings:
             timings[key] += result.timings[key]
         stages.append({"task": task.name, "history": result.history, "best": result.best})
         if len(prepared) > 1:
-            stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress)
+            stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress, heads)
     accelerator.free_memory()
     last = stages[-1]
     record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "config": spec.config(),
@@ -157,14 +195,17 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     return record
 
 
-def _score_all(model, prepared, accelerator, progress) -> dict[str, float]:
-    """The headline score of every task of a chain on its evaluation split, as the model is now."""
+def _score_all(model, prepared, accelerator, progress, heads: TaskHeads | None) -> dict[str, float]:
+    """The headline score of every task of a chain on its evaluation split, with the adapter as it
+    is now (and each task's own head, or label words)."""
     from torch.utils.data import DataLoader
 
     scores = {}
     for task, _, eval_set, collate, labels, _ in prepared:
         if hasattr(model, "label_ids"):
             model.label_ids = torch.tensor(labels, device=model.label_ids.device)
+        if heads:
+            heads.use(task.name)
         loader = accelerator.prepare(DataLoader(eval_set, batch_size=64, collate_fn=collate))
         scores[task.name] = evaluate(model, loader, task, accelerator, progress)[1][task.headline_metric]
     return scores
