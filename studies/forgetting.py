@@ -1,13 +1,13 @@
-"""Forgetting under sequential training (as LoRETTA Table 4): one adapter (and head) trained on
-SST-2, then MRPC, then RTE; after each stage every task's score on its evaluation split.
+"""Forgetting under sequential training (as LoRETTA Table 4): one adapter trained on SST-2, then
+MRPC, then RTE; after each stage every task's score on its evaluation split.
 
 Default (about 15 minutes on 2 CPU cores): MiniLM, 500 training examples and 100 steps per
 stage, 200 evaluation examples per task, LoRA, LoRETTA_rep, LoRTA and full fine-tuning, seeds 0
 and 1. The adapter is shared by the chain; an encoder gets one classification head per task
 (each starts from the same initial head and is trained in its own stage; each task is scored with
 its own head), as a decoder has its own label words per task, so forgetting measures what the
-shared adapter lost rather than a head re-mapped to another task's labels. Forgetting of a task = its score right after its
-own stage minus its score at the end.
+shared adapter lost rather than a head re-mapped to another task's labels. Forgetting of a task =
+its score right after its own stage minus its score at the end.
 
     python studies/forgetting.py --data-dir ../shared/data/glue
     python studies/forgetting.py --chain sst2,rte --methods lora,loretta_adp
