@@ -91,8 +91,9 @@ def main(argv=None) -> str:
         if records:
             parts.append(f"## {study}\n\n{score_table(records, by)}")
     for study, table in (("overfitting", overfitting_table), ("forgetting", forgetting_table)):
-        if (Path(args.results_dir) / study).is_dir():
-            parts.append(f"## {study}\n\n{table(best_lr_only(load_records(args.results_dir, [study])))}")
+        records = load_records(args.results_dir, [study]) if (Path(args.results_dir) / study).is_dir() else []
+        if records:
+            parts.append(f"## {study}\n\n{table(best_lr_only(records))}")
     savings = Path(args.results_dir) / "param_savings" / "param_savings.json"
     if savings.exists():
         rows = json.loads(savings.read_text())
