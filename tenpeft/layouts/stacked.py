@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..formats import CP, Dense
-from ..placements import Update
+from ..placements import Update, scaled
 
 
 def vera_shared(in_features: int, out_features: int, num_layers: int, rank: int, d_init: float, seed: int,
@@ -43,7 +43,8 @@ class VeraUpdate(Update):
                                                 device=shared.factor_2.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shared.contract(x, (1,), (0,), {2: self.layer}) * self.scaling
+        a_t, b_d = self.shared.mode_split(1, (0,), {2: self.layer})  # A^T (in x r), diag(d_l) B^T (r x out)
+        return (x @ a_t) @ (b_d * self.scaling)  # b_l folded into the r x out side
 
     def delta_weight(self) -> torch.Tensor:
         return self.shared.contract(None, (), (0, 1), {2: self.layer}) * self.scaling[:, None]
@@ -83,7 +84,7 @@ class NolaUpdate(Update):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self._mixed()
-        return (x @ b.T) @ (a.T * self.scale)
+        return (x @ b.T) @ scaled(a.T, self.scale)
 
     def delta_weight(self) -> torch.Tensor:
         a, b = self._mixed()
