@@ -1,35 +1,55 @@
 """Parameter-vs-score frontier over every result on disk: trainable parameters (log scale) vs
-the headline score, mean ± std over seeds per configuration, and the Pareto front per task.
+the headline score, mean ± std over seeds per configuration, and the Pareto front.
 
 Trains nothing: it reads ``results/*/*.json`` (written by the other studies, PEFT baselines and
 full fine-tuning included) and keeps, per configuration, the learning rate with the lowest mean
-validation loss.
+validation loss. Runs are compared only under the same protocol (model, training examples, steps,
+evaluation examples): each task x protocol gets its own panel and its own front. Sequential
+(forgetting) runs are left out.
 
     python studies/frontier.py
-    python studies/frontier.py --studies rank_ablation --results-dir results
+    python studies/frontier.py --studies rank_ablation,shape_search --results-dir results
 """
 from __future__ import annotations
 
 import argparse
+import copy
 
 from tenpeft.plots import frontier_figure, pareto_front, save_figure
 from tenpeft.train.records import load_records
 from tenpeft.train.study import best_lr_only, print_summary
 
 
+def protocol(record: dict) -> str:
+    """What must match for two runs to be comparable (besides the method and its rate)."""
+    c = record["config"]
+    data, train = c["data"], c["train"]
+    examples = data["train_size"] or "all"
+    return f"{c['task']} · {c['model']}, {examples} ex., {train['max_steps']} steps"
+
+
+def for_plot(record: dict) -> dict:
+    """A copy whose task names the protocol and whose label is short (a shape, not its dict)."""
+    out = copy.deepcopy(record)
+    out["config"]["task"] = protocol(record)
+    if "shape" in record["config"].get("axes", {}):
+        out["config"]["method_args"] = {"shape": record["config"]["axes"]["shape"]}
+    return out
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--figures-dir", default="figures")
-    parser.add_argument("--studies", default=None, help="comma-separated study names (default: all but forgetting)")
+    parser.add_argument("--studies", default=None, help="comma-separated study names (default: all)")
     args = parser.parse_args(argv)
     studies = args.studies.split(",") if args.studies else None
     records = [r for r in load_records(args.results_dir, studies) if r.get("stages") is None]
-    records = best_lr_only(records)
+    records = [for_plot(r) for r in best_lr_only(records)]
     frame = print_summary(records, ["task", "label"])
     for task, points in frame.groupby("task"):
         front = pareto_front(points.rename(columns={"score_mean": "score"}), x="trainable", y="score")
-        print(f"Pareto front on {task}: " + ", ".join(f"{row.label} ({row.trainable:,})" for row in front.itertuples()))
+        print(f"Pareto front, {task}: " + ", ".join(f"{row.label} ({row.trainable:,})" for row in front.itertuples()))
     for path in save_figure(frontier_figure(records), args.figures_dir, "frontier"):
         print(f"wrote {path}")
     return records
