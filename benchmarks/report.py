@@ -109,10 +109,12 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     folder = args[0] if args else os.path.join(here, "measured")
     tables = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".json"):
-            with open(os.path.join(folder, name)) as fh:
-                tables[name] = render(json.load(fh))
+    for sub in ("", "before_fixes"):  # before_fixes/: the first runs, before the engine fixes
+        path = os.path.join(folder, sub)
+        for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
+            if name.endswith(".json"):
+                with open(os.path.join(path, name)) as fh:
+                    tables[os.path.join(sub, name) if sub else name] = render(json.load(fh))
     if "--doc" in sys.argv:  # fill benchmarks/performance_template.md -> docs/performance.md
         with open(os.path.join(here, "performance_template.md")) as fh:
             text = fh.read()

@@ -86,7 +86,8 @@ def main(argv=None) -> str:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     parts = []
-    for study, by in (("rank_ablation", ["task", "method", "axis_rank"]), ("shape_search", ["task", "axis_shape"])):
+    tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"]), ("shape_search", ["task", "axis_shape", "lr"]))
+    for study, by in tables:
         records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
         if records:
             parts.append(f"## {study}\n\n{score_table(records, by)}")

@@ -43,8 +43,9 @@ class VeraUpdate(Update):
                                                 device=shared.factor_2.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a_t, b_d = self.shared.mode_split(1, (0,), {2: self.layer})  # A^T (in x r), diag(d_l) B^T (r x out)
-        return (x @ a_t) @ (b_d * self.scaling)  # b_l folded into the r x out side
+        s = self.shared  # factor_0 = B (out x r), factor_1 = A^T (in x r), factor_2 = D (L x r)
+        b_t = (s.factor_0 * self.scaling[:, None]).t()  # diag(b_l) folded into the r x out side
+        return ((x @ s.factor_1) * s.factor_2[self.layer]) @ b_t
 
     def delta_weight(self) -> torch.Tensor:
         return self.shared.contract(None, (), (0, 1), {2: self.layer}) * self.scaling[:, None]
