@@ -109,7 +109,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     folder = args[0] if args else os.path.join(here, "measured")
     tables = {}
-    for sub in ("", "before_fixes"):  # before_fixes/: the first runs, before the engine fixes
+    for sub in ("", "before_fixes", "repeat"):  # before_fixes/: the first runs, before the engine fixes
         path = os.path.join(folder, sub)
         for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
             if name.endswith(".json"):
