@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -24,8 +25,11 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit(root: Path = PROJECT_ROOT) -> dict:
-    """The project's commit and whether tracked files differ from it (None outside a checkout)."""
+    """The project's commit and whether tracked files differ from it (None outside a checkout),
+    read once per process: at import, i.e. when the code that runs was loaded (a commit made while
+    a study runs must not be credited with its results)."""
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -44,3 +48,6 @@ def provenance(accelerator) -> dict:
             "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "host": platform.node(),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+git_commit()  # pin the commit of the code this process loaded
