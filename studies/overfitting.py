@@ -4,15 +4,15 @@ with a moving window, mean and a ±1 std band over seeds.
 Default (about 15 minutes on 2 CPU cores): MiniLM on 200 SST-2 training examples (300
 validation sentences), 300 steps (24 epochs), validation every 25 steps, LoRA, LoRETTA_rep,
 LoRTA and full fine-tuning, seeds 0 and 1. Few examples and many epochs are what make methods
-overfit; the more parameters a method trains, the sooner its validation loss should turn up.
+overfit; the question is whether fewer trainable parameters delay or damp the rise (LoRETTA's claim).
 
     python studies/overfitting.py --data-dir ../shared/data/glue
     python studies/overfitting.py --tasks rte --methods lora,loretta_adp,adapter,full --window 7
 """
 from __future__ import annotations
 
-from tenpeft.plots import overfitting_figure, save_figure
-from tenpeft.train.study import Variant, base_parser, best_lr_only, expand, print_summary, run_all, _csv
+from tenpeft.plots import overfitting_figure
+from tenpeft.train.study import Variant, base_parser, conclude, expand, run_all, _csv
 
 PAPER = {"train_size": 1000, "eval_size": 0, "max_steps": 3000, "eval_every": 100}
 
@@ -25,11 +25,8 @@ def main(argv=None) -> list[dict]:
     if args.paper:
         vars(args).update(PAPER)
     specs = expand("overfitting", args, [Variant(m) for m in args.methods], train_overrides={"eval_at_start": True})
-    records = best_lr_only(run_all(specs, args))
-    print_summary(records, ["task", "method"])
-    for path in save_figure(overfitting_figure(records, window=args.window), args.figures_dir, "overfitting"):
-        print(f"wrote {path}")
-    return records
+    figure = lambda records: overfitting_figure(records, window=args.window)  # noqa: E731
+    return conclude(run_all(specs, args), ["task", "method"], figure, "overfitting", args.figures_dir)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ LoRETTA_rep and LoRTA at ranks 2, 4 and 8, seeds 0 and 1, 200 steps. Methods wit
 """
 from __future__ import annotations
 
-from tenpeft.plots import rank_ablation_figure, save_figure
-from tenpeft.train.study import RANK_ARG, Variant, base_parser, best_lr_only, expand, print_summary, run_all, _csv
+from tenpeft.plots import rank_ablation_figure
+from tenpeft.train.study import RANK_ARG, Variant, base_parser, conclude, expand, run_all, _csv
 
 RANKLESS = {"full", "bitfit", "peft_ia3", "peft_prefix", "peft_prompt"}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
@@ -34,11 +34,8 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.paper:
         vars(args).update(PAPER)
-    records = best_lr_only(run_all(expand("rank_ablation", args, variants(args.methods, args.ranks)), args))
-    print_summary(records, ["task", "method", "axis_rank"])
-    for path in save_figure(rank_ablation_figure(records), args.figures_dir, "rank_ablation"):
-        print(f"wrote {path}")
-    return records
+    records = run_all(expand("rank_ablation", args, variants(args.methods, args.ranks)), args)
+    return conclude(records, ["task", "method", "axis_rank"], rank_ablation_figure, "rank_ablation", args.figures_dir)
 
 
 if __name__ == "__main__":

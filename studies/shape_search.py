@@ -11,9 +11,9 @@ rank 5, so the comparison is at (nearly) equal parameters; the counts are record
 from __future__ import annotations
 
 import tenpeft
-from tenpeft.plots import save_figure, shape_search_figure
+from tenpeft.plots import shape_search_figure
 from tenpeft.train.models import load_config, resolve_model
-from tenpeft.train.study import Variant, base_parser, best_lr_only, expand, print_summary, run_all, _csv
+from tenpeft.train.study import Variant, base_parser, conclude, expand, run_all, _csv
 
 BOTTLENECK = {"loretta_rep": 8, "loretta_adp": 64}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100}
@@ -48,11 +48,8 @@ def main(argv=None) -> list[dict]:
         vars(args).update(PAPER)
     d = load_config(resolve_model(args.model)).hidden_size
     grid = variants(args.method, d, args.targets, args.budget_rank)
-    records = best_lr_only(run_all(expand("shape_search", args, grid), args))
-    print_summary(records, ["task", "method", "axis_shape"])
-    for path in save_figure(shape_search_figure(records), args.figures_dir, "shape_search"):
-        print(f"wrote {path}")
-    return records
+    records = run_all(expand("shape_search", args, grid), args)
+    return conclude(records, ["task", "method", "axis_shape"], shape_search_figure, "shape_search", args.figures_dir)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,15 @@ def print_summary(records: list[dict], by: list[str]):
         keys = " | ".join(str(getattr(row, c)) for c in by)
         print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} ± {row.score_std:.4f} ({row.seeds})")
     return summary
+
+
+def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str) -> list[dict]:
+    """The end of a study: keep the best rate per configuration, print the summary over seeds and
+    save ``figure(records)`` as ``<figures_dir>/<name>.png`` and ``.pdf``; returns the kept records."""
+    from ..plots import save_figure
+
+    records = best_lr_only(records)
+    print_summary(records, by)
+    for path in save_figure(figure(records), figures_dir, name):
+        print(f"wrote {path}")
+    return records
