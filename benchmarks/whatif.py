@@ -156,14 +156,19 @@ def patch(model):
     return n
 
 
-def _patched(name):
+def _variant(name: str, suffix: str, install, what: str, note: str):
+    """A copy of method ``name`` whose built model gets ``install`` (which must change something)."""
     spec = bm.METHOD_SPECS[name]
 
     def build(model, family):
         model = spec.build(model, family)
-        assert patch(model) > 0, f"nothing to patch in {name}"
+        assert install(model) > 0, f"nothing to patch in {name}"
         return model
-    return bm.MethodSpec(name + "*", spec.impl + " (fixed)", build, spec.shares_base, "with the proposed fix")
+    return bm.MethodSpec(name + suffix, f"{spec.impl} ({what})", build, spec.shares_base, note)
+
+
+def _patched(name):
+    return _variant(name, "*", patch, "fixed", "with the proposed fix")
 
 
 FIXABLE = ["lora", "loretta_rep", "lorta", "lorta_qv", "lorta_tucker", "lorta_tt", "loretta_adp"]
@@ -171,14 +176,8 @@ BATCHABLE = ["lorta", "lorta_qv", "lorta_tucker", "lorta_tt"]
 
 
 def _batched(name):
-    spec = bm.METHOD_SPECS[name]
-
-    def build(model, family):
-        model = spec.build(model, family)
-        assert install_batched(model) > 0, f"no shared tensor in {name}"
-        return model
-    return bm.MethodSpec(name + "**", spec.impl + " (fixed, batched)", build, spec.shares_base,
-                         "with the proposed fix and one small contraction per forward")
+    return _variant(name, "**", install_batched, "fixed, batched",
+                    "with the proposed fix and one small contraction per forward")
 
 
 def check_equal(base, family, regime, device, dtype):

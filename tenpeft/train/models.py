@@ -79,7 +79,7 @@ def resolve_model(name: str) -> ModelSource:
         if not os.path.exists(os.path.join(name, "config.json")) and not list(Path(name).glob("*.gguf")):
             raise TenpeftError(f"model directory {name!r} has no config.json (nor a .gguf file)")
         return ModelSource(name, name)
-    if os.path.sep in name.strip("/").replace("/", "", 1) or name.startswith((".", "/")):
+    if name.startswith((".", "/")) or name.count("/") > 1:  # a path that does not exist
         raise TenpeftError(f"model {name!r} is neither an alias {sorted(ALIASES)}, an existing directory, "
                            "nor a hub id like 'roberta-base' or 'meta-llama/Llama-2-7b-hf'")
     return ModelSource(name, name)

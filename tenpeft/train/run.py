@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -107,7 +108,19 @@ def check_spec(spec: RunSpec) -> None:
         raise TenpeftError(f"{spec.method} with {spec.method_args} cannot be applied to {spec.model}: {exc}") from None
 
 
-def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool):
+class PreparedTask(NamedTuple):
+    """One task of a run, encoded: its spec, datasets, collator, label-word ids (decoders) and
+    which split is evaluated."""
+
+    task: object
+    train_set: object
+    eval_set: object
+    collate: object
+    label_ids: list[int] | None
+    eval_split: str
+
+
+def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool) -> PreparedTask:
     from ..tasks import encode_classification, encode_prompt, get_task, label_word_ids, load_task_data, make_collator
 
     task = get_task(name)
@@ -115,9 +128,9 @@ def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool):
                           data_seed=spec.data.data_seed)
     encode = encode_prompt if decoder else encode_classification
     labels = label_word_ids(task, tokenizer) if decoder else None
-    return (task, encode(task, tokenizer, data.train, spec.train.max_length),
-            encode(task, tokenizer, data.eval, spec.train.max_length), make_collator(tokenizer, task), labels,
-            data.eval_split)
+    return PreparedTask(task, encode(task, tokenizer, data.train, spec.train.max_length),
+                        encode(task, tokenizer, data.eval, spec.train.max_length), make_collator(tokenizer, task),
+                        labels, data.eval_split)
 
 
 def _build(spec: RunSpec, source, decoder: bool, num_labels: int, label_ids):
@@ -166,7 +179,7 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     decoder = is_decoder(load_config(source))
     tokenizer = load_tokenizer(source)
     prepared = [_prepare_task(t, spec, tokenizer, decoder) for t in spec.tasks]
-    model, params = _build(spec, source, decoder, prepared[0][0].num_labels, prepared[0][4])
+    model, params = _build(spec, source, decoder, prepared[0].task.num_labels, prepared[0].label_ids)
     stages, timings = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     heads = TaskHeads(model) if len(prepared) > 1 and not decoder else None
     for task, train_set, eval_set, collate, labels, _ in prepared:
@@ -187,9 +200,9 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     last = stages[-1]
     record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "config": spec.config(),
               "params": params, "history": last["history"], "best": last["best"],
-              "score": {"metric": prepared[-1][0].headline_metric,
-                        "value": last["best"]["metrics"][prepared[-1][0].headline_metric]},
-              "eval_split": {p[0].name: p[5] for p in prepared}, "stages": stages if len(prepared) > 1 else None,
+              "score": {"metric": prepared[-1].task.headline_metric,
+                        "value": last["best"]["metrics"][prepared[-1].task.headline_metric]},
+              "eval_split": {p.task.name: p.eval_split for p in prepared}, "stages": stages if len(prepared) > 1 else None,
               "timings": {**timings, "steps_per_s": spec.train.max_steps * len(stages) / max(timings["train_s"], 1e-9)}}
     record["provenance"] = provenance(accelerator)
     return record
