@@ -71,11 +71,33 @@ def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
 
 
 @pytest.mark.parametrize("method,args", [("full", {}), ("bitfit", {}), ("loretta_adp", {"bottleneck": 4}),
-                                         ("peft_lora", {"r": 2}), ("peft_ia3", {}), ("peft_prompt", {}),
-                                         ("peft_prefix", {"num_virtual_tokens": 4})])
+                                         ("peft_lora", {"r": 2}), ("peft_ia3", {}), ("peft_prompt", {})])
 def test_every_kind_of_method_trains_through_the_same_loop(glue, accelerator, method, args):
     record = execute(spec(glue, method, args=args), accelerator, progress=False)
     assert record["params"]["trainable"] > 0 and len(record["history"]) == 2
+
+
+def _bert_takes_past_key_values() -> bool:
+    import inspect
+
+    from transformers import BertModel
+
+    return "past_key_values" in inspect.signature(BertModel.forward).parameters
+
+
+def test_prefix_tuning_trains_or_is_refused_before_training(glue, accelerator):
+    """PEFT prefix tuning needs ``past_key_values`` in the encoder's forward (gone from BertModel in
+    recent transformers): then it trains; else one clear error, raised by the check before any run."""
+    run = spec(glue, "peft_prefix", args={"num_virtual_tokens": 4})
+    if _bert_takes_past_key_values():
+        record = execute(run, accelerator, progress=False)
+        assert record["params"]["trainable"] > 0 and len(record["history"]) == 2
+        return
+    from tenpeft import TenpeftError
+    from tenpeft.train.run import check_spec
+
+    with pytest.raises(TenpeftError, match="peft_prefix needs a model whose forward takes past_key_values"):
+        check_spec(run)
 
 
 def test_regression_task_reports_spearman(glue, accelerator):

@@ -16,6 +16,7 @@ PEFT_BASELINES = {
     "peft_prompt": ("PromptTuningConfig", {"num_virtual_tokens": 20}),
 }
 SEQUENCE_CHANGING = ("peft_prefix", "peft_prompt")  # prepend virtual tokens: not for prompt scoring
+NEEDS_PAST_KEY_VALUES = ("peft_prefix",)  # PEFT feeds the prefix in as past_key_values
 
 
 def known_methods() -> list[str]:
@@ -48,8 +49,25 @@ def apply_method(model: nn.Module, method: str, args: dict, *, decoder: bool) ->
     if method in PEFT_BASELINES:
         import peft
 
-        return peft.get_peft_model(model, _peft_config(method, args, decoder))
+        config = _peft_config(method, args, decoder)
+        if method in NEEDS_PAST_KEY_VALUES:
+            _check_past_key_values(model, method)
+        return peft.get_peft_model(model, config)
     raise TenpeftError(f"unknown method {method!r}; known: {known_methods()}")
+
+
+def _check_past_key_values(model: nn.Module, method: str) -> None:
+    """PEFT's prefix tuning passes the prefix as ``past_key_values``; refuse before training (PEFT
+    itself fails at the first forward) when neither the model nor its backbone takes them."""
+    import inspect
+
+    import transformers
+
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
+        raise TenpeftError(f"{method} needs a model whose forward takes past_key_values; {type(backbone).__name__} "
+                           f"in transformers {transformers.__version__} does not. Use peft_prompt or peft_lora instead "
+                           f"(or a transformers release whose {type(backbone).__name__} takes past_key_values)")
 
 
 def base_model(model: nn.Module) -> nn.Module:
