@@ -12,6 +12,7 @@ import os
 import sys
 
 import tenpeft
+from tenpeft.io import read_adapter_config
 from tenpeft.presets import PRESETS, TASKS, build_on_meta, preset_config
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base", "frozen_stored", "seed_regenerable")
@@ -108,7 +109,7 @@ def compare(expected: dict, found: dict) -> list[str]:
     out = [f"{n}: in adapter_config.json but not in the safetensors file" for n in expected if n not in found]
     out += [f"{n}: in the safetensors file but not in adapter_config.json" for n in found if n not in expected]
     for name, key in ((n, k) for n in expected if n in found for k in ("shape", "dtype")):
-        want, got = expected[name].get(key), found[name][key]
+        want, got = expected[name][key], found[name][key]
         if (list(want) if key == "shape" else want) != got:
             out.append(f"{name}: {key} {want} in adapter_config.json, {got} in the safetensors file")
     return out
@@ -117,33 +118,19 @@ def compare(expected: dict, found: dict) -> list[str]:
 def summarize_adapter(folder: str) -> dict:
     if not os.path.isdir(folder):
         raise CliError(f"adapter directory {folder!r} not found")
-    config_path = os.path.join(folder, "adapter_config.json")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except OSError as err:
-        raise CliError(f"cannot read {config_path}: {err.strerror or err}") from None
-    except ValueError as err:
-        raise CliError(f"{config_path} is not valid JSON: {err}") from None
-    tensors = config.get("tensors") if isinstance(config, dict) else None
-    if not isinstance(tensors, dict) or config.get("format", "tenpeft-adapter") != "tenpeft-adapter" \
-            or not all(isinstance(t, dict) and isinstance(t.get("shape"), list)
-                       and all(isinstance(d, int) for d in t["shape"]) for t in tensors.values()):
-        raise CliError(f"{config_path} is not a tenpeft adapter config (needs format 'tenpeft-adapter' "
-                       f"and a 'tensors' map of {{name: {{shape, dtype, component}}}})")
+    config = read_adapter_config(folder, known_method=False)  # its structure checked; any method
+    tensors, targets = config["tensors"], config["targets"]
     found, size = read_safetensors_header(os.path.join(folder, "adapter_model.safetensors"))
     components = dict.fromkeys(COMPONENTS, 0)  # trainable ones first, then frozen_stored, seed_regenerable
     for info in tensors.values():
-        component = info.get("component", "unknown")
-        components[component] = components.get(component, 0) + math.prod(info["shape"])
-    targets = list(config.get("targets") or [])
+        components[info["component"]] = components.get(info["component"], 0) + math.prod(info["shape"])
     mismatches = compare(tensors, found)
-    return {"adapter_dir": folder, "method": config.get("method"), "tenpeft_version": config.get("tenpeft_version"),
-            "format_version": config.get("format_version"), "base_model": config.get("base_model") or {},
-            "hyperparameters": config.get("hyperparameters") or {}, "num_targets": len(targets),
+    return {"adapter_dir": folder, "method": config["method"], "tenpeft_version": config["tenpeft_version"],
+            "format_version": config["format_version"], "base_model": config["base_model"],
+            "hyperparameters": config["hyperparameters"], "num_targets": len(targets),
             "targets": targets[:5], "components": {k: v for k, v in components.items() if v},
             "trainable": sum(components[k] for k in COMPONENTS[:6]), "total": sum(components.values()),
-            "num_tensors": len(tensors), "frozen_random_stored": config.get("frozen_random_stored"),
+            "num_tensors": len(tensors), "frozen_random_stored": config["frozen_random_stored"],
             "file_size": size, "header_matches_config": not mismatches, "mismatches": mismatches}
 
 

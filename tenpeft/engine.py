@@ -64,6 +64,7 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     plan = spec.build(ctx)
     expected = spec.formula(ctx)
     _add_norms_and_head(ctx, plan, expected, method_trains_norms=spec.name == "full")
+    _check_shared_fits(model, plan, method)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
     model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
@@ -124,8 +125,17 @@ def _add_norms_and_head(ctx: BuildContext, plan: Plan, expected: dict[str, int],
             shape, get_format("tt").resolve_rank(shape, c.head_rank))
 
 
+def _check_shared_fits(model: nn.Module, plan: Plan, method: str) -> None:
+    """Shared modules live in ``model.tenpeft_shared``; an ``nn.Sequential`` would run that child as a layer."""
+    if plan.shared and isinstance(model, nn.Sequential):
+        raise TenpeftError(f"{method} keeps factors shared across layers ({', '.join(sorted(plan.shared))}) in a "
+                           f"tenpeft_shared child, which an nn.Sequential would run as a layer; wrap the Sequential "
+                           f"in a module with its own forward, or use a method without shared factors (e.g. lora)")
+
+
 def _apply(model: nn.Module, plan: Plan) -> tuple[dict[str, str], list[str]]:
-    """Freeze, mark trainable, swap modules, register shared ones; all or nothing."""
+    """Freeze, mark trainable, swap modules, register shared ones (no empty ``tenpeft_shared`` on an
+    ``nn.Sequential``); all or nothing."""
     params = dict(model.named_parameters())
     missing = [n for n in (*plan.trainable, *plan.stored) if n not in params]
     if missing:
@@ -142,7 +152,8 @@ def _apply(model: nn.Module, plan: Plan) -> tuple[dict[str, str], list[str]]:
             parent = model.get_submodule(parent_name)
             swapped.append((parent, attr, getattr(parent, attr)))
             setattr(parent, attr, new)
-        model.add_module("tenpeft_shared", nn.ModuleDict(plan.shared))
+        if plan.shared or not isinstance(model, nn.Sequential):
+            model.add_module("tenpeft_shared", nn.ModuleDict(plan.shared))
     except BaseException:
         for parent, attr, old in reversed(swapped):
             setattr(parent, attr, old)

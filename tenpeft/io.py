@@ -3,15 +3,17 @@
 The config holds the method, every hyperparameter, the targets, the seed, the base model's
 identity and the tenpeft version; the tensors are the trainable ones (shared factors once, trained
 norms and heads included) and frozen ones that cannot be rebuilt (a tensorized head's base weight).
-Frozen random factors are rebuilt from the seed unless ``store_frozen_random=True``.
-Every check runs before the model changes; a failed load leaves the model as it was.
+Frozen random factors are rebuilt from the seed unless ``store_frozen_random=True``. A merged model
+saves the same files as unmerged (stored base weights without ``ΔW``).
+Every check runs before the model changes; a failed load leaves the model as it was. The config's
+structure is checked in one place (``read_adapter_config``), so a hand-edited file fails with the
+field it got wrong.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import tempfile
 
 import torch
 from safetensors import SafetensorError
@@ -19,10 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_write, atomic_write_json
 from .engine import inject, state_of
 from .errors import TenpeftError
 from .formats import Budget
-from .lifecycle import unload
+from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .report import adapter_tensors, parameter_report
 
@@ -50,7 +53,8 @@ def _jsonable(value):
 
 
 def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False) -> None:
-    """Write the adapter of ``model`` to ``directory`` (each file replaced atomically)."""
+    """Write the adapter of ``model`` to ``directory`` (each file replaced atomically); a merged model
+    writes the files of the unmerged one."""
     state = state_of(model)
     tensors = adapter_tensors(model, include_regenerable=store_frozen_random)
     config = {
@@ -64,47 +68,96 @@ def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = F
                     for n, (t, c) in tensors.items()},
         "parameter_report": parameter_report(model).to_dict(),
     }
+    unmerged = unmerged_weights(model, [t for t, _ in tensors.values()])  # a merged head's W_0, not W_0 + ΔW
     os.makedirs(directory, exist_ok=True)
-    weights = {n: t.detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
-    _atomic_write(directory, WEIGHTS_NAME, lambda path: save_file(weights, path, metadata={"format": "pt"}))
-    _atomic_write(directory, CONFIG_NAME, lambda path: _write_json(path, config))
+    weights = {n: unmerged.get(id(t), t).detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
+    atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(weights, path, metadata={"format": "pt"}))
+    atomic_write_json(os.path.join(directory, CONFIG_NAME), config, indent=2)
 
 
-def _write_json(path: str, data: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
+class _Each:
+    """Schema of a JSON object whose keys are free names (tensor names), each value matching ``schema``."""
+
+    def __init__(self, schema):
+        self.schema = schema
 
 
-def _atomic_write(directory: str, name: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
+_TENSOR_ENTRY = {"shape": [int], "dtype": str, "component": str}
+_CONFIG_SCHEMA = {  # what tenpeft reads from adapter_config.json (format and format_version are checked first)
+    "tenpeft_version": str, "method": str, "hyperparameters": dict, "targets": [str], "frozen_random_stored": bool,
+    "base_model": {"class": str, "model_type": (str, None), "name_or_path": str,
+                   "dims": {key: (int, None) for key in _DIMS}},
+    "tensors": _Each(_TENSOR_ENTRY),
+}
+_KINDS = {dict: "object", list: "list", str: "string", bool: "boolean", int: "int", float: "number", None: "null"}
+
+
+def _kind(value) -> str:
+    """The JSON kind of a parsed value: object, list, string, int, number, boolean or null."""
+    return _KINDS.get(None if value is None else type(value), type(value).__name__)
+
+
+def _a(kind) -> str:
+    name = _KINDS[kind]
+    return name if kind is None else ("an " if name[0] in "aeiou" else "a ") + name
+
+
+def _schema_error(value, schema, field: str) -> str | None:
+    """Why ``value`` does not fit ``schema`` (the first wrong field, by its dotted path), or None."""
+    at = (lambda key: f"{field}.{key}" if field else key)
+    if isinstance(schema, (dict, _Each)) and not isinstance(value, dict):
+        return f"field '{field}' must be an object, got {_kind(value)}"
+    if isinstance(schema, dict):
+        missing = [key for key in schema if key not in value]
+        if missing:
+            return f"field '{at(missing[0])}' is missing"
+        return next((e for key, sub in schema.items() if (e := _schema_error(value[key], sub, at(key)))), None)
+    if isinstance(schema, _Each):
+        return next((e for key, sub in value.items() if (e := _schema_error(sub, schema.schema, f"{field}[{key}]"))),
+                    None)
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return f"field '{field}' must be a list, got {_kind(value)}"
+        return next((e for i, v in enumerate(value) if (e := _schema_error(v, schema[0], f"{field}[{i}]"))), None)
+    kinds = schema if isinstance(schema, tuple) else (schema,)
+    if any(value is None if k is None else type(value) is k for k in kinds):  # type(): True is not an int
+        return None
+    return f"field '{field}' must be {' or '.join(_a(k) for k in kinds)}, got {_kind(value)}"
+
+
+def _load_json(path: str):
     try:
-        write(tmp)
-        os.replace(tmp, os.path.join(directory, name))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TenpeftError(f"{path} is not valid JSON ({err}); the file is damaged") from None
+    except OSError as err:
+        raise TenpeftError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def read_adapter_config(directory: str) -> dict:
-    """The saved config, checked for format and version."""
+def read_adapter_config(directory: str, known_method: bool = True) -> dict:
+    """The saved config, its structure checked (one TenpeftError naming the first wrong field), its format
+    version and (if ``known_method``) its method known to this tenpeft."""
     path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(path):
         raise TenpeftError(f"no {CONFIG_NAME} in {directory!r}: not a tenpeft adapter directory")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TenpeftError(f"{path} is not valid JSON ({err}); the file is damaged") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    config = _load_json(path)
+    fix = "the file was edited by hand or is not a tenpeft adapter config; save it again with tenpeft.save_adapter"
+    if not isinstance(config, dict):
+        raise TenpeftError(f"{path} must be a JSON object, got {_kind(config)}; {fix}")
+    if config.get("format") != FORMAT:
         raise TenpeftError(f"{path} is not a tenpeft adapter config (format {config.get('format')!r}); "
                            f"for a PEFT adapter use peft.PeftModel.from_pretrained")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    error = _schema_error(config, {"format_version": int}, "")  # a newer format may differ in the rest
+    if error is None and config["format_version"] > FORMAT_VERSION:
         raise TenpeftError(f"{path} uses adapter format {config['format_version']} from tenpeft "
                            f"{config.get('tenpeft_version')}; this is tenpeft {__version__}: upgrade tenpeft")
-    if config.get("method") not in _known_methods():
-        raise TenpeftError(f"{path} was saved by method {config.get('method')!r} (tenpeft "
-                           f"{config.get('tenpeft_version')}), unknown to tenpeft {__version__}: upgrade tenpeft "
+    error = error or _schema_error(config, _CONFIG_SCHEMA, "")
+    if error:
+        raise TenpeftError(f"{path}: {error}; {fix}")
+    if known_method and config["method"] not in _known_methods():
+        raise TenpeftError(f"{path} was saved by method {config['method']!r} (tenpeft "
+                           f"{config['tenpeft_version']}), unknown to tenpeft {__version__}: upgrade tenpeft "
                            f"or register that method first")
     return config
 
@@ -162,6 +215,8 @@ def _copy_in(model: nn.Module, weights: dict[str, torch.Tensor], frozen_random_s
 def load_adapter(model: nn.Module, directory: str) -> nn.Module:
     """Load saved tensors into a model that already carries the same method and hyperparameters."""
     state = state_of(model)
+    if merged_wrappers(model):
+        raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
     mine = _jsonable({f.name: getattr(state.config, f.name) for f in dataclasses.fields(state.config)})

@@ -1,8 +1,9 @@
 """Merge, unmerge and unload: ``W_0 <- W_0 + ΔW`` for every parallel update, and back.
 
 Merged models run at the base model's speed. While merged, a forward refuses to run if any factor
-changed since the merge (a stale update), so ``generate()`` never uses old weights. Serial adapters
-cannot be merged. ``unmerge`` subtracts ``ΔW`` again (exact up to rounding in the base dtype).
+changed since the merge (a stale update), so ``generate()`` never uses old weights, and refuses to
+train (the factors would get no gradient). Serial adapters cannot be merged. ``unmerge`` subtracts
+``ΔW`` again (exact up to rounding in the base dtype); ``save_adapter`` saves that unmerged weight.
 """
 from __future__ import annotations
 
@@ -28,13 +29,37 @@ def _check_mergeable(model: nn.Module) -> None:
                            f"sublayer and cannot be merged into a weight; keep the adapted model as it is")
 
 
+def merged_wrappers(model: nn.Module) -> list[tuple[str, ParallelUpdate]]:
+    """The (name, parallel update) pairs whose ``ΔW`` is merged into the base weight now."""
+    return [(n, w) for n, w in wrappers(model) if isinstance(w, ParallelUpdate) and w.merged]
+
+
+def _weight_delta(wrapper: ParallelUpdate) -> torch.Tensor:
+    """``ΔW`` laid out as ``wrapper.base.weight``: its dtype; transposed for transformers' Conv1D (in, out)."""
+    delta = wrapper.delta_weight().to(wrapper.base.weight.dtype)
+    return delta.T if type(wrapper.base).__name__ == "Conv1D" else delta
+
+
 @torch.no_grad()
 def _add_delta(wrapper: ParallelUpdate, sign: float) -> None:
-    weight = wrapper.base.weight
-    delta = wrapper.delta_weight().to(weight.dtype)
-    if type(wrapper.base).__name__ == "Conv1D":  # transformers' Conv1D keeps W as (in, out)
-        delta = delta.T
-    weight.add_(delta, alpha=sign)
+    wrapper.base.weight.add_(_weight_delta(wrapper), alpha=sign)
+
+
+def _check_not_stale(name: str, wrapper: ParallelUpdate) -> None:
+    if wrapper.factor_versions() != wrapper.merged_versions:
+        raise TenpeftError(f"factors of {name} ({type(wrapper.base).__name__}) changed while merged, so its base "
+                           f"weight cannot be recovered; rebuild the model from the base and a saved adapter")
+
+
+@torch.no_grad()
+def unmerged_weights(model: nn.Module, tensors) -> dict[int, torch.Tensor]:
+    """``id(weight) -> W_0`` for each of ``tensors`` that is the base weight of a merged update: the weight
+    without ``ΔW`` (bit for bit what ``unmerge`` would leave), computed aside; the model is not changed."""
+    wanted = {id(t) for t in tensors}
+    merged = [(n, w) for n, w in merged_wrappers(model) if id(w.base.weight) in wanted]
+    for name, wrapper in merged:
+        _check_not_stale(name, wrapper)
+    return {id(w.base.weight): torch.add(w.base.weight, _weight_delta(w), alpha=-1.0) for _, w in merged}
 
 
 def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
@@ -52,15 +77,15 @@ def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
 
 
 def unmerge(model: nn.Module) -> nn.Module:
-    """Subtract every merged update from its base weight (idempotent)."""
+    """Subtract every merged update from its base weight (idempotent); refused, before any change, if a
+    factor changed while merged."""
     state_of(model)
-    for _, wrapper in wrappers(model):
-        if isinstance(wrapper, ParallelUpdate) and wrapper.merged:
-            if wrapper.factor_versions() != wrapper.merged_versions:
-                raise TenpeftError(f"factors of {type(wrapper.base).__name__} changed while merged; "
-                                   f"unmerge cannot recover the base weight")
-            _add_delta(wrapper, -1.0)
-            wrapper.mark_merged(False)
+    merged = merged_wrappers(model)
+    for name, wrapper in merged:
+        _check_not_stale(name, wrapper)
+    for _, wrapper in merged:
+        _add_delta(wrapper, -1.0)
+        wrapper.mark_merged(False)
     return model
 
 

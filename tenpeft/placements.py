@@ -71,9 +71,7 @@ class ParallelUpdate(AdapterWrapper):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base(x, *args, **kwargs)
         if self.merged:
-            if not torch.compiler.is_compiling() and self.factor_versions() != self.merged_versions:
-                raise RuntimeError("adapter factors changed after tenpeft.merge(); the merged weights are stale. "
-                                   "Call tenpeft.unmerge(model) before training, merge again afterwards")
+            self._check_merged_forward()
             return y
         for update, out_slice in zip(self.updates, self.slices):
             delta = update(x.to(update.compute_dtype)).to(y.dtype)
@@ -81,6 +79,16 @@ class ParallelUpdate(AdapterWrapper):
                 delta = F.pad(delta, (out_slice[0], self.out_features - out_slice[1]))
             y = y + delta
         return y
+
+    def _check_merged_forward(self) -> None:
+        """Refuse a stale merge, and training while merged (the factors would get no gradient)."""
+        if not torch.compiler.is_compiling() and self.factor_versions() != self.merged_versions:
+            raise RuntimeError("adapter factors changed after tenpeft.merge(); the merged weights are stale. "
+                               "Call tenpeft.unmerge(model) before training, merge again afterwards")
+        if self.training and torch.is_grad_enabled() and any(t.requires_grad for t in self._merged_tensors):
+            raise RuntimeError("this model is merged (tenpeft.merge), so its adapter factors get no gradient; "
+                               "call tenpeft.unmerge(model) before training, or use model.eval() / "
+                               "torch.no_grad() for inference")
 
     def delta_weight(self) -> torch.Tensor:
         """The summed update as an ``out x in`` matrix (for merging and checks only)."""

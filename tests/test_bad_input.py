@@ -83,3 +83,12 @@ def test_failure_while_applying_is_rolled_back(monkeypatch):
 def test_report_needs_an_injected_model():
     with pytest.raises(tenpeft.TenpeftError, match="call tenpeft.inject"):
         tenpeft.parameter_report(tiny_model("bert"))
+
+
+@pytest.mark.parametrize("method", ["vera", "nola"])
+def test_shared_factors_on_a_sequential_are_refused(method):
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    before = fingerprint(model)
+    with pytest.raises(tenpeft.TenpeftError, match=r"nn.Sequential.*would run.*as a layer"):
+        tenpeft.inject(model, method, target_modules=["0", "2"])
+    assert_untouched(model, before)
