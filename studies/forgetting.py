@@ -15,7 +15,7 @@ its score right after its own stage minus its score at the end.
 from __future__ import annotations
 
 from tenpeft.plots import forgetting_figure, save_figure
-from tenpeft.train.study import Variant, base_parser, best_lr_only, expand, run_all, _csv
+from tenpeft.train.study import Variant, base_parser, best_lr_only, csv_list, expand, run_all, script
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
 
@@ -43,13 +43,18 @@ def print_forgetting(rows: list[dict]) -> None:
 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, train_size=500, eval_size=200, max_steps=100, eval_every=50)
-    parser.add_argument("--chain", type=_csv(str), default=["sst2", "mrpc", "rte"], help="tasks in training order")
-    parser.add_argument("--methods", type=_csv(str), default=["lora", "loretta_rep", "lorta", "full"])
+    parser.add_argument("--chain", type=csv_list(str, "task name"), default=["sst2", "mrpc", "rte"], help="tasks in training order")
+    parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta", "full"])
     args = parser.parse_args(argv)
+    if len(args.chain) < 2:
+        parser.error(f"--chain {','.join(args.chain)}: forgetting needs at least two tasks in order, e.g. sst2,mrpc")
     if args.paper:
         vars(args).update(PAPER)
     specs = expand("forgetting", args, [Variant(m) for m in args.methods], task_chains=[">".join(args.chain)])
     records = best_lr_only(run_all(specs, args))
+    if not records:
+        print("every run diverged: no table or figure; try smaller learning rates (--lrs)")
+        return []
     print_forgetting(forgetting_table(records))
     for path in save_figure(forgetting_figure(records), args.figures_dir, "forgetting"):
         print(f"wrote {path}")
@@ -57,4 +62,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

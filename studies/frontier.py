@@ -17,7 +17,7 @@ import copy
 
 from tenpeft.plots import frontier_figure, pareto_front, save_figure
 from tenpeft.train.records import load_records
-from tenpeft.train.study import best_lr_only, print_summary
+from tenpeft.train.study import best_lr_only, print_summary, script
 
 
 def protocol(record: dict) -> str:
@@ -56,4 +56,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -21,7 +21,8 @@ import tenpeft
 from tenpeft.plots import param_savings_figure, save_figure
 from tenpeft.presets import PRESETS, build_on_meta, preset_config
 from tenpeft.train.models import load_config, resolve_model
-from tenpeft.train.records import write_json_atomic
+from tenpeft.atomic import atomic_write_json
+from tenpeft.train.study import script
 
 ROLES = ("q", "k", "v", "o")
 
@@ -68,7 +69,7 @@ def main(argv=None) -> list[dict]:
     print(f"{'model':<15}{'rank':>5}  {'variant':<24}{'params':>14}{'x fewer than LoRA':>19}")
     for row in rows:
         print(f"{row['model']:<15}{row['rank']:>5}  {row['variant']:<24}{row['params']:>14,}{row['savings_vs_lora']:>19.1f}")
-    print(f"wrote {write_json_atomic(f'{args.results_dir}/param_savings/param_savings.json', rows)}")
+    print(f"wrote {atomic_write_json(f'{args.results_dir}/param_savings/param_savings.json', rows)}")
     for path in save_figure(param_savings_figure([r for r in rows if r["rank"] == ranks[0]]), args.figures_dir,
                             "param_savings"):
         print(f"wrote {path}")
@@ -76,4 +77,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

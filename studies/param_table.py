@@ -20,6 +20,7 @@ from transformers import AutoConfig
 
 import tenpeft
 from tenpeft.presets import PRESETS, build_on_meta, preset_config
+from tenpeft.train.study import script
 
 def rows_for(name: str, config, methods) -> list[dict]:
     rows = []
@@ -72,4 +73,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -11,7 +11,7 @@ LoRETTA_rep and LoRTA at ranks 2, 4 and 8, seeds 0 and 1, 200 steps. Methods wit
 from __future__ import annotations
 
 from tenpeft.plots import rank_ablation_figure
-from tenpeft.train.study import RANK_ARG, Variant, base_parser, conclude, expand, run_all, _csv
+from tenpeft.train.study import RANK_ARG, Variant, base_parser, conclude, csv_list, expand, run_all, script
 
 RANKLESS = {"full", "bitfit", "peft_ia3", "peft_prefix", "peft_prompt"}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
@@ -29,8 +29,8 @@ def variants(methods: list[str], ranks: list[int]) -> list[Variant]:
 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__)
-    parser.add_argument("--methods", type=_csv(str), default=["lora", "loretta_rep", "lorta"])
-    parser.add_argument("--ranks", type=_csv(int), default=[2, 4, 8])
+    parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta"])
+    parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[2, 4, 8])
     args = parser.parse_args(argv)
     if args.paper:
         vars(args).update(PAPER)
@@ -39,4 +39,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

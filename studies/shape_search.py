@@ -13,7 +13,7 @@ from __future__ import annotations
 import tenpeft
 from tenpeft.plots import shape_search_figure
 from tenpeft.train.models import load_config, resolve_model
-from tenpeft.train.study import Variant, base_parser, conclude, expand, run_all, _csv
+from tenpeft.train.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
 BOTTLENECK = {"loretta_rep": 8, "loretta_adp": 64}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100}
@@ -41,7 +41,7 @@ def variants(method: str, d: int, targets: list[int], rank: int) -> list[Variant
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__)
     parser.add_argument("--method", default="loretta_rep", choices=sorted(BOTTLENECK))
-    parser.add_argument("--targets", type=_csv(int), default=[2, 4, 8, 16], help="target mode sizes")
+    parser.add_argument("--targets", type=csv_list(int, "integer mode size"), default=[2, 4, 8, 16], help="target mode sizes")
     parser.add_argument("--budget-rank", type=int, default=5, help="TT rank of the default shape fixing the budget")
     args = parser.parse_args(argv)
     if args.paper:
@@ -53,4 +53,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from tenpeft.plots import runs_frame, summarize
 from tenpeft.train.records import load_records
-from tenpeft.train.study import best_lr_only
+from tenpeft.train.study import best_lr_only, script
 
 
 def _pm(mean: float, std: float, scale: float = 100.0) -> str:
@@ -109,4 +109,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

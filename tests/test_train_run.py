@@ -10,7 +10,8 @@ from glue_data import write_glue
 from tenpeft import TenpeftError
 from tenpeft.train import run as run_module
 from tenpeft.train import study
-from tenpeft.train.records import load_records, read_record, write_json_atomic
+from tenpeft.atomic import atomic_write_json
+from tenpeft.train.records import load_records, read_record
 from tenpeft.train.study import Variant, base_parser, best_lr_only, check_all, expand, parse_sets, run_all
 
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
@@ -30,10 +31,10 @@ def tmp_path_of(args):
 
 
 def test_write_json_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
-    path = write_json_atomic(tmp_path / "a" / "r.json", {"x": 1})
+    path = atomic_write_json(tmp_path / "a" / "r.json", {"x": 1})
     assert json.loads(path.read_text()) == {"x": 1}
     with pytest.raises(ValueError):  # NaN is not JSON: the old file stays whole, no temp file remains
-        write_json_atomic(path, {"x": float("nan")})
+        atomic_write_json(path, {"x": float("nan")})
     assert json.loads(path.read_text()) == {"x": 1} and [p.name for p in path.parent.iterdir()] == ["r.json"]
 
 

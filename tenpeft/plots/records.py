@@ -1,4 +1,4 @@
-"""Run records (schema ``tenpeft-run/1``) as tidy pandas frames, seed summaries and Pareto fronts."""
+"""Run records (``tenpeft.train.records``) as tidy pandas frames, seed summaries and Pareto fronts."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import pandas as pd
 from ..errors import TenpeftError
 from .labels import labels_for
 
-SCHEMA = "tenpeft-run/1"
+from ..train.records import READABLE, REQUIRED_CONFIG
+
 REQUIRED_KEYS = ("run_id", "config", "params", "score")
-REQUIRED_CONFIG = ("model", "task", "method", "seed")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",
                "metric"]
 HISTORY_COLUMNS = ["study", "run_id", "method", "label", "task", "seed", "step", "val_loss", "train_loss"]
@@ -40,8 +40,8 @@ def check_records(records: Sequence[dict], need: Sequence[str] = ()) -> None:
         where = record_name(rec, i)
         if not isinstance(rec, dict):
             raise TenpeftError(f"{where} has type {type(rec).__name__}; expected a run record dict")
-        if rec.get("schema", SCHEMA) != SCHEMA:
-            raise TenpeftError(f"{where} has schema {rec.get('schema')!r}; these plots read {SCHEMA!r}")
+        if rec.get("schema", READABLE[-1]) not in READABLE:
+            raise TenpeftError(f"{where} has schema {rec.get('schema')!r}; these plots read {list(READABLE)}")
         missing = [k for k in (*REQUIRED_KEYS, *need) if rec.get(k) is None]
         if missing:
             raise TenpeftError(f"{where} lacks required key(s) {missing}; a run record needs {list(REQUIRED_KEYS)}")

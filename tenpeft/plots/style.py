@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -16,6 +14,7 @@ import matplotlib as mpl
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ..atomic import atomic_write, sweep_stale
 from ..errors import TenpeftError
 from .labels import metric_name
 
@@ -95,19 +94,9 @@ def save_figure(fig: Figure, directory: str | Path, name: str, dpi: int = 150) -
         raise TenpeftError(f"figure name {name!r} must be a plain file stem like 'rank_ablation' (no directories)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    sweep_stale(directory)  # temporaries of writers killed midway
     written = []
     for fmt in ("png", "pdf"):
-        target = directory / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fig.savefig(handle, format=fmt, dpi=dpi, bbox_inches="tight",
-                            metadata={"CreationDate": None} if fmt == "pdf" else None)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        written.append(target)
+        written.append(atomic_write(directory / f"{name}.{fmt}", lambda tmp, fmt=fmt: fig.savefig(
+            tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)))
     return written

@@ -111,7 +111,23 @@ def _pick_eval_split(spec: TaskSpec, splits: dict, source: str, found: list[str]
                        f"{', '.join(spec.eval_splits)} (in that order); found {found}")
 
 
+def _check_text_file(path: Path) -> None:
+    """An empty file or bytes that are not UTF-8 are errors naming the file and line (datasets
+    would fail obscurely on the first and silently replace the second)."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise TenpeftError(f"{str(path)!r} is empty; put the split's labelled examples in it or remove the file")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise TenpeftError(f"{str(path)!r} line {line} (byte {err.start}) is not UTF-8 text; save the file as UTF-8 "
+                           f"(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _read_file(path: Path) -> datasets.Dataset:
+    if path.suffix.lower() != ".parquet":
+        _check_text_file(path)
     try:
         return datasets.load_dataset(BUILDERS[path.suffix.lower()], data_files={"train": str(path)}, split="train")
     except Exception as err:  # malformed files surface as assorted datasets/pyarrow errors

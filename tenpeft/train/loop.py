@@ -1,9 +1,10 @@
 """The training loop, top to bottom, on ``accelerate``: AdamW with a warmed-up linear/cosine
 schedule, evaluation every ``eval_every`` steps, and the best checkpoint by validation loss
-restored at the end. CPU or GPU, bf16/fp16, several processes under ``accelerate launch`` or
+restored at the end; a non-finite training or validation loss stops the run as diverged. CPU or GPU, bf16/fp16, several processes under ``accelerate launch`` or
 ``torchrun`` with no code change; a seeded CPU run repeats bit for bit."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -46,8 +47,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TenpeftError(f"{name} must be an int >= 1, got {value!r}")
-        if not (self.lr > 0 and 0 <= self.warmup_ratio < 1 and self.weight_decay >= 0):
-            raise TenpeftError(f"need lr > 0, 0 <= warmup_ratio < 1, weight_decay >= 0; got lr={self.lr}, "
+        if not (0 < self.lr < math.inf and 0 <= self.warmup_ratio < 1 and 0 <= self.weight_decay < math.inf):
+            raise TenpeftError(f"need a finite lr > 0, 0 <= warmup_ratio < 1, a finite weight_decay >= 0; got lr={self.lr}, "
                                f"warmup_ratio={self.warmup_ratio}, weight_decay={self.weight_decay}")
 
     @classmethod
@@ -64,11 +65,13 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Metric history (one entry per evaluation), the best entry, and wall-clock timings."""
+    """Metric history (one entry per evaluation), the best entry, wall-clock timings, and where
+    the run diverged (``{"step", "loss", "value"}``; None if it did not)."""
 
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
     timings: dict = field(default_factory=dict)
+    diverged: dict | None = None
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -147,7 +150,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
 def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
           progress: bool = True) -> TrainResult:
     """Train ``model`` for ``cfg.max_steps`` steps, evaluating every ``cfg.eval_every`` and at the
-    end; the parameters of the lowest validation loss are restored before returning."""
+    end; the parameters of the lowest validation loss are restored before returning. A non-finite
+    loss stops training: ``result.diverged`` says where, ``result.best`` is None."""
     start = time.perf_counter()
     optimizer, scheduler = make_optimizer(model, cfg)
     train_loader, eval_loader = make_loaders(train_set, eval_set, collate, cfg, seed)
@@ -162,10 +166,12 @@ def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: 
         val_loss, metrics = evaluate(model, eval_loader, task, accelerator, progress)
         eval_time += time.perf_counter() - t0
         entry = {"step": step, "train_loss": sum(losses) / len(losses) if losses else None,
-                 "val_loss": val_loss, "metrics": metrics}
+                 "val_loss": val_loss if math.isfinite(val_loss) else None, "metrics": metrics}
         losses.clear()
         result.history.append(entry)
-        if result.best is None or val_loss < result.best["val_loss"]:
+        if entry["val_loss"] is None:
+            result.diverged = {"step": step, "loss": "validation", "value": str(val_loss)}
+        elif result.best is None or val_loss < result.best["val_loss"]:
             result.best, best_state = entry, _snapshot(accelerator.unwrap_model(model))
 
     model.train()
@@ -173,18 +179,26 @@ def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: 
         checkpoint(0)
     batches = _batches(train_loader)
     for step in tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not show):
+        if result.diverged:
+            break
         logits, labels = _forward(model, next(batches))
         loss = task_loss(logits, labels, task.is_regression)
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            result.diverged = {"step": step, "loss": "train", "value": str(losses[-1])}
+            break
         accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             checkpoint(step)
-    _restore(accelerator.unwrap_model(model), best_state)
+    if result.diverged:
+        result.best = None
+    else:
+        _restore(accelerator.unwrap_model(model), best_state)
     total = time.perf_counter() - start
     result.timings = {"total_s": total, "eval_s": eval_time, "train_s": total - eval_time,
                       "steps_per_s": cfg.max_steps / max(total - eval_time, 1e-9)}

@@ -98,6 +98,15 @@ def load_config(source: ModelSource):
                            f"alias from {sorted(ALIASES)}") from None
 
 
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}  # positions start after the pad index
+
+
+def max_positions(config) -> int | None:
+    """The longest input (tokens) the model's position embeddings cover; None if unbounded."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return positions - POSITION_OFFSET.get(config.model_type, 0) if positions else None
+
+
 def is_decoder(config) -> bool:
     """Decoder LMs are trained by prompt classification; everything else as a sequence classifier."""
     return config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))

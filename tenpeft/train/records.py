@@ -1,57 +1,120 @@
-"""Run records on disk: one JSON file per run, written atomically (a temporary file in the same
-folder, then ``os.replace``), so an interrupted study leaves every finished record whole."""
+"""Run records on disk: one JSON file per run (schema ``tenpeft-run/2``), written atomically, so
+an interrupted study leaves every finished record whole.
+
+A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
+and ``best`` are null, ``diverged`` says where). Schema 1 records (no ``status``) read as ``ok``.
+A damaged file is reported by name and its run trained again; a record of a newer schema is an
+error, never overwritten.
+"""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import numbers
+import warnings
 from pathlib import Path
 
+from ..atomic import atomic_write_json, sweep_stale
 from ..errors import TenpeftError
 
-SCHEMA = "tenpeft-run/1"
+SCHEMA = "tenpeft-run/2"
+READABLE = ("tenpeft-run/1", SCHEMA)
+STATUSES = ("ok", "diverged")
 REQUIRED = ("schema", "study", "run_id", "config", "params", "history", "best", "score", "timings", "provenance")
+REQUIRED_CONFIG = ("model", "task", "method", "seed")
 
 
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write ``data`` as JSON to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=1, allow_nan=False, default=str)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_record(path: str | Path, record: dict) -> Path:
+    """Write ``record`` to ``path`` atomically (after checking it), sweeping dead writers' temporaries."""
+    check_record(record, str(path))
+    sweep_stale(Path(path).parent)
+    return atomic_write_json(path, record)
+
+
+def status(record: dict) -> str:
+    return record.get("status", "ok")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_record(record, where: str) -> None:
+    """Raise a TenpeftError naming ``where`` and the field unless ``record`` is a readable run record."""
+    if not isinstance(record, dict):
+        raise TenpeftError(f"{where} holds {type(record).__name__}, not a run record")
+    schema = record.get("schema")
+    if _newer_schema(record):
+        raise TenpeftError(f"{where} was written by a newer tenpeft (record schema {schema!r}; this one reads "
+                           f"{list(READABLE)}): upgrade tenpeft or use another --results-dir; nothing was overwritten")
+    if schema not in READABLE:
+        raise TenpeftError(f"{where} has schema {schema!r}, not a tenpeft run record")
+    missing = [k for k in REQUIRED if k not in record]
+    config = record.get("config")
+    bad = [f"missing {missing}"] if missing else []
+    if not missing:
+        bad += _field_problems(record, config)
+    if bad:
+        raise TenpeftError(f"{where} is a damaged run record ({'; '.join(bad)}); that run counts as not done")
+
+
+def _field_problems(record: dict, config) -> list[str]:
+    bad = []
+    if not isinstance(config, dict):
+        return [f"config is {type(config).__name__}, not an object"]
+    bad += [f"config.{k} missing" for k in REQUIRED_CONFIG if config.get(k) is None]
+    if status(record) not in STATUSES:
+        bad.append(f"status {record.get('status')!r} not one of {list(STATUSES)}")
+    score, params = record["score"], record["params"]
+    if not isinstance(score, dict) or not isinstance(score.get("metric"), str) or "value" not in score:
+        bad.append("score must be {metric, value}")
+    elif not (_is_number(score["value"]) or (score["value"] is None and status(record) == "diverged")):
+        bad.append(f"score.value {score['value']!r} is not a number")
+    if not isinstance(params, dict) or not _is_number(params.get("trainable")):
+        bad.append("params.trainable is not a number")
+    if not isinstance(record["history"], list):
+        bad.append("history is not a list")
+    for key in ("timings", "provenance"):
+        if not isinstance(record[key], dict):
+            bad.append(f"{key} is not an object")
+    return bad
+
+
+class DamagedRecord(UserWarning):
+    """A file where a run record should be that is not one; the run counts as not done."""
 
 
 def read_record(path: str | Path) -> dict | None:
-    """The record at ``path``, or None if there is none or it is not a complete record."""
+    """The record at ``path``; None if there is no file, or (with a :class:`DamagedRecord` warning
+    naming the file and the problem) if it is damaged, so the run is trained again. A record of a
+    newer schema raises a TenpeftError: it is never overwritten."""
+    path = Path(path)
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        check_record(record, str(path))
+    except FileNotFoundError:
         return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA or any(k not in record for k in REQUIRED):
+    except TenpeftError as err:
+        if _newer_schema(record):
+            raise
+        warnings.warn(f"{err}", DamagedRecord, stacklevel=2)
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        warnings.warn(f"{path} is not a readable run record ({type(err).__name__}: {err}); "
+                      f"that run counts as not done", DamagedRecord, stacklevel=2)
         return None
     return record
 
 
+def _newer_schema(record) -> bool:
+    schema = record.get("schema") if isinstance(record, dict) else None
+    return isinstance(schema, str) and schema.startswith("tenpeft-run/") and schema not in READABLE
+
+
 def load_records(results_dir: str | Path, studies: list[str] | None = None) -> list[dict]:
-    """Every complete record under ``results_dir`` (optionally only some studies), sorted by path."""
+    """Every readable record under ``results_dir`` (optionally only some studies), sorted by path;
+    damaged files are skipped with a warning naming them."""
     root = Path(results_dir)
     if not root.is_dir():
         raise TenpeftError(f"no results folder {str(root)!r}; run a study first (python studies/rank_ablation.py)")
-    records = []
-    for path in sorted(root.glob("*/*.json")):
-        if studies and path.parent.name not in studies:
-            continue
-        record = read_record(path)
-        if record is not None:
-            records.append(record)
-    return records
+    paths = [p for p in sorted(root.glob("*/*.json")) if not studies or p.parent.name in studies]
+    return [r for r in map(read_record, paths) if r is not None]

@@ -1,13 +1,15 @@
 """One run of a study: a spec, its checks before training, its execution and its JSON record.
 
-A record (schema ``tenpeft-run/1``) is written atomically to ``<results>/<study>/<run_id>.json``;
+A record (schema ``tenpeft-run/2``) is written atomically to ``<results>/<study>/<run_id>.json``;
 the ``run_id`` ends in a hash of the full config, so a rerun of the same config finds its file and
-skips it, and a run killed midway loses only itself."""
+skips it, and a run killed midway loses only itself. A run is claimed (``claims.py``) before it
+trains, so processes sharing a results folder split the runs and never train one twice."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +22,26 @@ from ..formats import Budget
 from ..structure import task_head
 from .adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
 from .loop import TrainConfig, evaluate, train
-from .models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, resolve_model
+from .models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
 from .provenance import provenance
-from .records import SCHEMA, read_record, write_json_atomic
+from .claims import Claim, try_claim
+from .records import SCHEMA, read_record, write_record
 
 
 @dataclass
 class DataConfig:
     """Which examples: ``train_size``/``eval_size`` subsample (None = all) with ``data_seed``;
-    ``data_dir`` a local GLUE-like folder (None = ``TENPEFT_DATA_DIR`` or the hub)."""
+    ``data_dir`` a local GLUE-like folder (None = ``TENPEFT_DATA_DIR`` or the hub), kept as its
+    real absolute path so a run's identity does not depend on how the path was spelled."""
 
     train_size: int | None = 2000
     eval_size: int | None = None
     data_dir: str | None = None
     data_seed: int = 0
+
+    def __post_init__(self):
+        if self.data_dir:
+            self.data_dir = os.path.realpath(os.path.expanduser(self.data_dir))
 
 
 @dataclass
@@ -87,7 +95,14 @@ def check_spec(spec: RunSpec) -> None:
     if spec.method not in known_methods():
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
     tasks = [get_task(t) for t in spec.tasks]
+    for name, task in zip(spec.tasks, tasks):
+        if name != task.name:  # one spelling per task, or the same run gets two ids
+            raise TenpeftError(f"task {name!r} is written {task.name!r}: pass --tasks {task.name} (or --chain)")
     config = load_config(resolve_model(spec.model))
+    limit = max_positions(config)
+    if limit and spec.train.max_length > limit:
+        raise TenpeftError(f"--max-length {spec.train.max_length} exceeds the {limit} positions of {spec.model}; "
+                           f"use --max-length {limit} or less")
     if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
         raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
     for task in tasks:
@@ -180,7 +195,7 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(source)
     prepared = [_prepare_task(t, spec, tokenizer, decoder) for t in spec.tasks]
     model, params = _build(spec, source, decoder, prepared[0].task.num_labels, prepared[0].label_ids)
-    stages, timings = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    stages, timings, diverged = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}, None
     heads = TaskHeads(model) if len(prepared) > 1 and not decoder else None
     for task, train_set, eval_set, collate, labels, _ in prepared:
         if decoder:
@@ -189,19 +204,21 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
             heads.start(task.name)
         result = train(model, task, train_set, eval_set, collate, spec.train, seed=spec.seed,
                        accelerator=accelerator, progress=progress)
-        if heads:
-            heads.finish(task.name)
         for key in timings:
             timings[key] += result.timings[key]
         stages.append({"task": task.name, "history": result.history, "best": result.best})
+        if result.diverged:
+            diverged = {"task": task.name, **result.diverged}
+            break
+        if heads:
+            heads.finish(task.name)
         if len(prepared) > 1:
             stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress, heads)
     accelerator.free_memory()
-    last = stages[-1]
-    record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "config": spec.config(),
-              "params": params, "history": last["history"], "best": last["best"],
-              "score": {"metric": prepared[-1].task.headline_metric,
-                        "value": last["best"]["metrics"][prepared[-1].task.headline_metric]},
+    last, metric = stages[-1], prepared[-1].task.headline_metric
+    record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if diverged else "ok",
+              "diverged": diverged, "config": spec.config(), "params": params, "history": last["history"],
+              "best": last["best"], "score": {"metric": metric, "value": None if diverged else last["best"]["metrics"][metric]},
               "eval_split": {p.task.name: p.eval_split for p in prepared}, "stages": stages if len(prepared) > 1 else None,
               "timings": {**timings, "steps_per_s": spec.train.max_steps * len(stages) / max(timings["train_s"], 1e-9)}}
     record["provenance"] = provenance(accelerator)
@@ -224,16 +241,58 @@ def _score_all(model, prepared, accelerator, progress, heads: TaskHeads | None) 
     return scores
 
 
-def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = True) -> tuple[dict, bool]:
-    """Execute ``spec`` unless its record is already on disk; returns (record, was_run)."""
-    path = Path(results_dir) / spec.study / f"{spec.run_id}.json"
+def record_path(spec: RunSpec, results_dir: str | Path) -> Path:
+    """Where the record of ``spec`` goes: ``<results_dir>/<study>/<run_id>.json``."""
+    return Path(results_dir) / spec.study / f"{spec.run_id}.json"
+
+
+def _finished(path: Path, spec: RunSpec) -> dict | None:
     existing = read_record(path)
     if existing is not None and existing.get("config") == json.loads(json.dumps(spec.config())):
-        return existing, False
-    record = execute(spec, accelerator, progress)
+        return existing
+    return None
+
+
+def _decide(spec: RunSpec, path: Path, accelerator) -> tuple[dict | None, object]:
+    """On the main process: the finished record, or a claim to train it, or neither (busy);
+    the other processes of a multi-process run follow the main one's decision."""
+    existing, claim = None, None
     if accelerator.is_main_process:
-        write_json_atomic(path, record)
-    return record, True
+        existing = _finished(path, spec)
+        claim = None if existing else try_claim(path)
+        if claim and (existing := _finished(path, spec)):  # finished while we were claiming
+            claim.done()
+            claim = None
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        existing, held = broadcast_object_list([existing, claim is not None])
+        claim = claim or (True if held else None)
+    return existing, claim
 
 
-__all__ = ["DataConfig", "PEFT_BASELINES", "RunSpec", "check_spec", "decode_args", "execute", "run"]
+def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = True) -> tuple[dict | None, str]:
+    """Execute ``spec`` unless its record is on disk or another process has claimed it.
+
+    Returns ``(record, "kept")``, ``(record, "ran")`` or ``(None, "busy")`` (claimed elsewhere:
+    ask again later)."""
+    path = record_path(spec, results_dir)
+    existing, claim = _decide(spec, path, accelerator)
+    if existing is not None:
+        return existing, "kept"
+    if claim is None:
+        return None, "busy"
+    try:
+        record = execute(spec, accelerator, progress)
+        if accelerator.is_main_process:
+            write_record(path, record)
+    except BaseException:
+        if isinstance(claim, Claim):
+            claim.release()
+        raise
+    if isinstance(claim, Claim):
+        claim.done()
+    return record, "ran"
+
+
+__all__ = ["DataConfig", "PEFT_BASELINES", "RunSpec", "check_spec", "decode_args", "execute", "record_path", "run"]

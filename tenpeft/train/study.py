@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
+import time
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,9 @@ from tqdm.auto import tqdm
 
 from ..errors import TenpeftError
 from .loop import TrainConfig
-from .run import DataConfig, RunSpec, check_spec, run
+from .claims import owner
+from .records import status
+from .run import DataConfig, RunSpec, check_spec, record_path, run
 
 # Rates for the short default runs (MiniLM, a trained head); ultra-low-parameter methods need larger.
 # Probed on MiniLM/SST-2 (1,000 examples, 150 steps, seed 0): lora 3e-3 (78.0%); lorta r=4 1e-2 (72.0%)
@@ -36,8 +41,26 @@ class Variant:
     axes: dict = field(default_factory=dict)
 
 
-def _csv(kind):
-    return lambda text: [kind(x) for x in text.split(",") if x]
+def csv_list(kind, what: str = "value"):
+    """An argparse type for a non-empty comma-separated list of ``kind``."""
+
+    def parse(text: str) -> list:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} holds no {what}; give one or more, comma-separated")
+        try:
+            return [kind(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: each item must be a {what}") from None
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError(text)
+    return value
 
 
 def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, train_size=1000, eval_size=500,
@@ -45,9 +68,9 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
     """The flags every study takes; each study adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="minilm", help="alias (minilm, smollm2, tiny-bert, tiny-llama), hub id or path")
-    p.add_argument("--tasks", type=_csv(str), default=_csv(str)(tasks), help="comma-separated GLUE tasks")
-    p.add_argument("--seeds", type=_csv(int), default=_csv(int)(seeds))
-    p.add_argument("--lrs", type=_csv(float), default=None,
+    p.add_argument("--tasks", type=csv_list(str, "task name"), default=csv_list(str)(tasks), help="comma-separated GLUE tasks")
+    p.add_argument("--seeds", type=csv_list(int, "integer seed"), default=csv_list(int)(seeds))
+    p.add_argument("--lrs", type=csv_list(_rate, "finite positive learning rate"), default=None,
                    help="learning-rate sweep (every method); the best by validation loss is plotted")
     p.add_argument("--max-steps", type=int, default=max_steps)
     p.add_argument("--batch-size", type=int, default=batch_size)
@@ -83,10 +106,26 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def _check_sets(extra: dict[str, dict], variants: list[Variant]) -> None:
+    """``--set`` must name a method of the study and no argument the study itself varies."""
+    methods = sorted({v.method for v in variants})
+    for method, values in extra.items():
+        if method not in methods:
+            raise TenpeftError(f"--set {method}.{next(iter(values))}=...: method {method!r} is not in this study "
+                               f"(its methods: {', '.join(methods)}); fix the name or add it to --methods")
+        for variant in (v for v in variants if v.method == method):
+            clash = sorted(set(values) & set(variant.method_args))
+            if clash:
+                raise TenpeftError(f"--set {method}.{clash[0]}=... would override the {clash[0]!r} this study sets "
+                                   f"for each run ({variant.axes or variant.method_args}), mislabelling them; "
+                                   f"drop it and use the study's own flag (e.g. --ranks)")
+
+
 def expand(study: str, args, variants: list[Variant], task_chains: list[str] | None = None,
            train_overrides: dict | None = None) -> list[RunSpec]:
     """Runs for every variant x task x learning rate x seed, with the common flags applied."""
     extra = parse_sets(args.set)
+    _check_sets(extra, variants)
     data = DataConfig(train_size=args.train_size or None, eval_size=args.eval_size or None, data_dir=args.data_dir)
     specs = []
     for variant in variants:
@@ -117,33 +156,85 @@ def check_all(specs: list[RunSpec]) -> None:
             message = f"{spec.method} on {spec.task}: {exc}"
             if message not in problems:
                 problems.append(message)
+    if len(problems) == 1:
+        raise TenpeftError(f"nothing was run: {problems[0]}")
     if problems:
         raise TenpeftError("nothing was run; fix these first:\n  " + "\n  ".join(problems))
 
 
+MIN_FREE_MB = 50
+POLL_S = 2.0
+
+
+def check_writable(folder: str | Path, flag: str) -> None:
+    """``folder`` can be created and written, with at least ``MIN_FREE_MB`` free; else a TenpeftError
+    naming ``flag``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TenpeftError(f"{flag} {str(folder)!r} is not writable ({type(err).__name__}: {err.strerror or err}); "
+                           f"choose a folder you can write to") from None
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise TenpeftError(f"{flag} {str(folder)!r} is on a disk with {free_mb:.0f} MB free (need {MIN_FREE_MB} MB); "
+                           f"free some space or choose another folder")
+
+
 def run_all(specs: list[RunSpec], args) -> list[dict]:
-    """Check, then run every spec (finished ones are read back, not rerun); Ctrl-C keeps every
-    finished record and exits with status 130."""
+    """Check, then run every spec; finished ones are read back, runs claimed by other processes
+    sharing the results folder are waited for. Ctrl-C keeps every finished record (exit 130)."""
     from accelerate import Accelerator
 
     _quiet(not args.no_progress)
     check_all(specs)
+    if not specs:
+        raise TenpeftError("this study expands to no runs; give at least one method, task and seed")
+    check_writable(Path(args.results_dir) / specs[0].study, "--results-dir")
+    check_writable(args.figures_dir, "--figures-dir")
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    records, progress = [], not args.no_progress
-    bar = tqdm(specs, desc=specs[0].study if specs else "runs", disable=not progress or not accelerator.is_main_process)
+    done: dict[str, dict] = {}
+    announced: set[str] = set()
+    bar = tqdm(total=len(specs), desc=specs[0].study, disable=args.no_progress or not accelerator.is_main_process)
     try:
-        for spec in bar:
-            record, ran = run(spec, args.results_dir, accelerator, progress)
-            records.append(record)
-            if accelerator.is_main_process:
-                tqdm.write(f"{'ran ' if ran else 'kept'} {spec.run_id}: {record['score']['metric']}="
-                           f"{record['score']['value']:.4f}, {record['params']['trainable']:,} trainable, "
-                           f"{record['timings']['total_s']:.0f} s")
+        pending = list(specs)
+        while pending:
+            busy = [spec for spec in pending if not _run_one(spec, args, accelerator, done, bar, announced)]
+            if busy and len(busy) == len(pending):
+                time.sleep(POLL_S)
+            pending = busy
     except KeyboardInterrupt:
-        done = Path(args.results_dir) / specs[0].study
-        print(f"\ninterrupted: {len(records)} finished run(s) kept in {done}; rerun to continue", file=sys.stderr)
+        print(f"\ninterrupted: {len(done)} finished run(s) kept in {Path(args.results_dir) / specs[0].study}; "
+              f"rerun to continue", file=sys.stderr)
         raise SystemExit(130)
-    return records
+    bar.close()
+    return [done[spec.run_id] for spec in specs]
+
+
+def _run_one(spec: RunSpec, args, accelerator, done: dict, bar, announced: set) -> bool:
+    """Run (or read back) one spec into ``done``; False if another process is training it."""
+    record, how = run(spec, args.results_dir, accelerator, not args.no_progress)
+    if how == "busy":
+        if spec.run_id not in announced:
+            announced.add(spec.run_id)
+            tqdm.write(f"wait {spec.run_id}: {owner(record_path(spec, args.results_dir))} is training it")
+        return False
+    done[spec.run_id] = record
+    bar.update()
+    if accelerator.is_main_process:
+        tqdm.write(f"{how:4} {spec.run_id}: {_outcome(record)}")
+    return True
+
+
+def _outcome(record: dict) -> str:
+    if status(record) == "diverged":
+        d = record["diverged"]
+        return f"DIVERGED ({d['loss']} loss {d['value']} at step {d['step']} of {d['task']}), kept as a result"
+    return (f"{record['score']['metric']}={record['score']['value']:.4f}, {record['params']['trainable']:,} trainable, "
+            f"{record['timings']['total_s']:.0f} s")
 
 
 def _quiet(progress: bool) -> None:
@@ -159,9 +250,10 @@ def _quiet(progress: bool) -> None:
 
 def best_lr_only(records: list[dict]) -> list[dict]:
     """For each configuration swept over learning rates, keep the rate whose mean best validation
-    loss over seeds is lowest (selection on validation, as the plotted score is)."""
+    loss over seeds is lowest (selection on validation, as the plotted score is). Diverged runs
+    are left out first, with a note naming them."""
     groups: dict[str, dict[float, list[dict]]] = {}
-    for r in records:
+    for r in without_diverged(records):
         c = r["config"]
         key = json.dumps({k: v for k, v in c.items() if k not in ("seed", "lr", "axes", "train")} |
                          {"axes": {k: v for k, v in c["axes"].items() if k != "lr"}}, sort_keys=True, default=str)
@@ -189,13 +281,36 @@ def print_summary(records: list[dict], by: list[str]):
     return summary
 
 
+def without_diverged(records: list[dict]) -> list[dict]:
+    """The records that can be summarised; prints a note naming the diverged ones left out."""
+    diverged = [r for r in records if status(r) == "diverged"]
+    if diverged:
+        print(f"note: {len(diverged)} diverged run(s) left out of summaries and figures (their records say where "
+              f"they diverged): " + ", ".join(r["run_id"] for r in diverged))
+    return [r for r in records if status(r) != "diverged"]
+
+
 def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str) -> list[dict]:
-    """The end of a study: keep the best rate per configuration, print the summary over seeds and
-    save ``figure(records)`` as ``<figures_dir>/<name>.png`` and ``.pdf``; returns the kept records."""
+    """The end of a study: leave out diverged runs (with a note), keep the best rate per
+    configuration, print the summary over seeds and save ``figure(records)`` as
+    ``<figures_dir>/<name>.png`` and ``.pdf``; returns the kept records."""
     from ..plots import save_figure
 
     records = best_lr_only(records)
+    if not records:
+        print("every run diverged: no summary or figure; try smaller learning rates (--lrs)")
+        return []
     print_summary(records, by)
     for path in save_figure(figure(records), figures_dir, name):
         print(f"wrote {path}")
     return records
+
+
+def script(main) -> None:
+    """Run a study's ``main()`` as a command: a TenpeftError (bad input) prints one line and exits
+    2; other errors keep their traceback."""
+    try:
+        main()
+    except TenpeftError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
