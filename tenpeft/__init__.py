@@ -3,8 +3,7 @@
 One :class:`~tenpeft.formats.Factorization` abstraction (CP, Tucker, TT, dense, frozen random
 factors) feeds one injection engine; every method is a preset over the two.
 """
-__version__ = "0.1.0"
-
+from .version import __version__
 from .engine import TenpeftState, inject
 from .errors import TenpeftError
 from .export import LoraExport, to_lora

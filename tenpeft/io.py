@@ -20,7 +20,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
 from .atomic import atomic_write, atomic_write_json
 from .engine import inject, state_of
 from .errors import TenpeftError
@@ -28,6 +27,7 @@ from .formats import Budget
 from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .report import adapter_tensors, parameter_report
+from .version import __version__
 
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 FORMAT, FORMAT_VERSION = "tenpeft-adapter", 1

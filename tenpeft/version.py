@@ -1,0 +1,2 @@
+"""The one home of tenpeft's version (pyproject.toml reads it from here)."""
+__version__ = "0.1.0"
