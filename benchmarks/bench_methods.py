@@ -3,7 +3,7 @@
 ``MethodSpec`` builders (tenpeft, PEFT, the official LoRETTA package, full fine-tuning, a
 frozen-base floor) and the method lists of each regime.
 
-Used by ``train_step.py``, ``whatif.py`` and ``profile_step.py``."""
+Used by ``train_step.py`` and ``profile_step.py``."""
 from __future__ import annotations
 
 import copy

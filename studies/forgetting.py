@@ -14,8 +14,8 @@ its score right after its own stage minus its score at the end.
 """
 from __future__ import annotations
 
-from tenpeft.plots import forgetting_figure, save_figure
-from tenpeft.train.study import Variant, base_parser, best_lr_only, csv_list, expand, run_all, script
+from tenpeft.lab.plots import forgetting_figure, save_figure
+from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, run_all, script
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import copy
 
-from tenpeft.plots import frontier_figure, pareto_front, save_figure
-from tenpeft.train.records import load_records
-from tenpeft.train.study import best_lr_only, print_summary, script
+from tenpeft.lab.plots import frontier_figure, pareto_front, save_figure
+from tenpeft.lab.records import load_records
+from tenpeft.lab.study import best_lr_only, print_summary, script
 
 
 def protocol(record: dict) -> str:

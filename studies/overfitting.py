@@ -11,8 +11,8 @@ overfit; the question is whether fewer trainable parameters delay or damp the ri
 """
 from __future__ import annotations
 
-from tenpeft.plots import overfitting_figure
-from tenpeft.train.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
+from tenpeft.lab.plots import overfitting_figure
+from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
 PAPER = {"train_size": 1000, "eval_size": 0, "max_steps": 3000, "eval_every": 100}
 

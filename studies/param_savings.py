@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 
 import tenpeft
-from tenpeft.plots import param_savings_figure, save_figure
+from tenpeft.lab.plots import param_savings_figure, save_figure
 from tenpeft.presets import PRESETS, build_on_meta, preset_config
-from tenpeft.train.models import load_config, resolve_model
+from tenpeft.lab.models import load_config, resolve_model
 from tenpeft.atomic import atomic_write_json
-from tenpeft.train.study import script
+from tenpeft.lab.study import script
 
 ROLES = ("q", "k", "v", "o")
 

@@ -20,7 +20,7 @@ from transformers import AutoConfig
 
 import tenpeft
 from tenpeft.presets import PRESETS, build_on_meta, preset_config
-from tenpeft.train.study import script
+from tenpeft.lab.study import script
 
 def rows_for(name: str, config, methods) -> list[dict]:
     rows = []

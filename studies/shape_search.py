@@ -11,9 +11,9 @@ rank 5, so the comparison is at (nearly) equal parameters; the counts are record
 from __future__ import annotations
 
 import tenpeft
-from tenpeft.plots import shape_search_figure
-from tenpeft.train.models import load_config, resolve_model
-from tenpeft.train.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
+from tenpeft.lab.plots import shape_search_figure
+from tenpeft.lab.models import load_config, resolve_model
+from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
 BOTTLENECK = {"loretta_rep": 8, "loretta_adp": 64}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100}

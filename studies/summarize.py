@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tenpeft.plots import runs_frame, summarize
-from tenpeft.train.records import load_records
-from tenpeft.train.study import best_lr_only, script
+from tenpeft.lab.plots import runs_frame, summarize
+from tenpeft.lab.records import load_records
+from tenpeft.lab.study import best_lr_only, script
 
 
 def _pm(mean: float, std: float, scale: float = 100.0) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from glue_data import write_glue
 from tenpeft import TenpeftError
-from tenpeft.train import run as run_module
+from tenpeft.lab import run as run_module
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
@@ -97,7 +97,7 @@ def test_study_refuses_bad_input_before_training(ws, capsys, name):
 
 
 def test_a_full_disk_is_refused_before_training(ws, capsys, monkeypatch):
-    from tenpeft.train import study as study_module
+    from tenpeft.lab import study as study_module
 
     monkeypatch.setattr(study_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 2**20))
     assert "on a disk with 1 MB free" in failure(ws, capsys)
@@ -109,7 +109,7 @@ def test_forgetting_needs_two_tasks(ws, capsys):
 
 
 def test_a_record_of_a_newer_schema_is_never_overwritten(ws, capsys):
-    from tenpeft.train.study import base_parser, expand
+    from tenpeft.lab.study import base_parser, expand
 
     args, _ = base_parser("t").parse_known_args(argv(ws))
     spec = expand("rank_ablation", args, study("rank_ablation").variants(["lora"], [2]))[0]

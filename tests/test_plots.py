@@ -1,4 +1,4 @@
-"""tenpeft.plots: record frames, seed summaries, Pareto fronts, every figure, saving, bad input."""
+"""tenpeft.lab.plots: record frames, seed summaries, Pareto fronts, every figure, saving, bad input."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from tenpeft.errors import TenpeftError
-from tenpeft.plots import (average_forgetting, forgetting_figure, forgetting_matrices, frontier_figure,
+from tenpeft.lab.plots import (average_forgetting, forgetting_figure, forgetting_matrices, frontier_figure,
                            history_frame, overfitting_figure, param_savings_figure, pareto_front,
                            rank_ablation_figure, runs_frame, save_figure, shape_search_figure, summarize)
 

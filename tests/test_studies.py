@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from glue_data import write_glue
-from tenpeft.train import run as run_module
-from tenpeft.train.records import REQUIRED, SCHEMA
+from tenpeft.lab import run as run_module
+from tenpeft.lab.records import REQUIRED, SCHEMA
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 FAST = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",

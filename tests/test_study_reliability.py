@@ -14,9 +14,9 @@ import pytest
 
 from glue_data import write_glue
 from tenpeft.atomic import atomic_write_json, sweep_stale
-from tenpeft.train import run as run_module
-from tenpeft.train.records import DamagedRecord, SCHEMA, load_records, read_record
-from tenpeft.train.study import Variant, base_parser, expand, run_all
+from tenpeft.lab import run as run_module
+from tenpeft.lab.records import DamagedRecord, SCHEMA, load_records, read_record
+from tenpeft.lab.study import Variant, base_parser, expand, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",

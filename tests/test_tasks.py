@@ -1,4 +1,4 @@
-"""tenpeft.tasks: GLUE specs, loading (shared folder, env var, hub path), validation, metrics, encoding, prompts."""
+"""tenpeft.lab.tasks: GLUE specs, loading (shared folder, env var, hub path), validation, metrics, encoding, prompts."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tenpeft.errors import TenpeftError
-from tenpeft.tasks import (PROMPTS, TASKS, PromptTemplate, TaskSpec, compute_metrics, encode_classification,
+from tenpeft.lab.tasks import (PROMPTS, TASKS, PromptTemplate, TaskSpec, compute_metrics, encode_classification,
                            encode_prompt, get_prompt, get_task, label_word_ids, load_task_data, make_collator)
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"

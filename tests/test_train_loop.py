@@ -7,10 +7,10 @@ import torch
 from accelerate import Accelerator
 
 from glue_data import write_glue
-from tenpeft.train.loop import TrainConfig
-from tenpeft.train.models import PromptClassifier, load_model, resolve_model
-from tenpeft.train.records import REQUIRED, SCHEMA
-from tenpeft.train.run import DataConfig, RunSpec, execute
+from tenpeft.lab.loop import TrainConfig
+from tenpeft.lab.models import PromptClassifier, load_model, resolve_model
+from tenpeft.lab.records import REQUIRED, SCHEMA
+from tenpeft.lab.run import DataConfig, RunSpec, execute
 
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
 
@@ -53,7 +53,7 @@ def test_a_seeded_cpu_run_repeats_bit_for_bit(glue, accelerator):
 
 def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
     """The loop evaluates once more after training; the restored model scores the best entry."""
-    from tenpeft.train import loop, run as run_module
+    from tenpeft.lab import loop, run as run_module
 
     seen = {}
     real_train = loop.train
@@ -94,7 +94,7 @@ def test_prefix_tuning_trains_or_is_refused_before_training(glue, accelerator):
         assert record["params"]["trainable"] > 0 and len(record["history"]) == 2
         return
     from tenpeft import TenpeftError
-    from tenpeft.train.run import check_spec
+    from tenpeft.lab.run import check_spec
 
     with pytest.raises(TenpeftError, match="peft_prefix needs a model whose forward takes past_key_values"):
         check_spec(run)
@@ -134,7 +134,7 @@ def test_sequential_tasks_score_every_task_after_every_stage(glue, accelerator):
 
 def test_task_heads_give_each_task_of_a_chain_its_own_head():
     import tenpeft
-    from tenpeft.train.run import TaskHeads
+    from tenpeft.lab.run import TaskHeads
 
     model = tenpeft.inject(load_model(resolve_model("tiny-bert"), num_labels=2), "lora", rank=2)
     heads = TaskHeads(model)

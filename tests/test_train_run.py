@@ -8,11 +8,11 @@ import pytest
 
 from glue_data import write_glue
 from tenpeft import TenpeftError
-from tenpeft.train import run as run_module
-from tenpeft.train import study
+from tenpeft.lab import run as run_module
+from tenpeft.lab import study
 from tenpeft.atomic import atomic_write_json
-from tenpeft.train.records import load_records, read_record
-from tenpeft.train.study import Variant, base_parser, best_lr_only, check_all, expand, parse_sets, run_all
+from tenpeft.lab.records import load_records, read_record
+from tenpeft.lab.study import Variant, base_parser, best_lr_only, check_all, expand, parse_sets, run_all
 
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
         "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from ..atomic import host
+from tenpeft.atomic import host
 
 
 class Claim:

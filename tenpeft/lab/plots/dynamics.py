@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..errors import TenpeftError
-from .records import record_name, check_records, history_frame, runs_frame
-from .style import method_styles, panel_grid, shared_legend, styled
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.records import record_name, check_records, history_frame, runs_frame
+from tenpeft.lab.plots.style import method_styles, panel_grid, shared_legend, styled
 
 
 def smoothed_curves(history: pd.DataFrame, window: int = 5) -> pd.DataFrame:

@@ -8,9 +8,9 @@ from typing import Mapping
 import datasets
 import numpy as np
 
-from ..errors import TenpeftError
-from .encode import check_encodable
-from .specs import get_task
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.encode import check_encodable
+from tenpeft.lab.tasks.specs import get_task
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def get_prompt(task) -> PromptTemplate:
     spec = get_task(task)
     if spec.name not in PROMPTS:
         raise TenpeftError(f"no prompt template for task {spec.name!r}; templates exist for "
-                           f"{', '.join(PROMPTS)} (add one to tenpeft.tasks.PROMPTS)")
+                           f"{', '.join(PROMPTS)} (add one to tenpeft.lab.tasks.PROMPTS)")
     template = PROMPTS[spec.name]
     if len(template.label_words) != spec.num_labels or set(template.columns) != set(spec.text_columns):
         raise TenpeftError(f"PROMPTS[{spec.name!r}] must read columns {spec.text_columns} and have "

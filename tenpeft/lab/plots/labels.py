@@ -16,7 +16,7 @@ METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy", "f1": "F1", "matthews
 def _defaults_json(method: str) -> str:
     defaults: dict = {}
     try:
-        from ..methods import METHODS
+        from tenpeft.methods import METHODS
         config = METHODS[method].config
         for f in dataclasses.fields(config):
             if f.default is not dataclasses.MISSING:
@@ -25,7 +25,7 @@ def _defaults_json(method: str) -> str:
                 defaults[f.name] = f.default_factory()
     except (ImportError, KeyError):
         try:
-            from ..train.adapt import PEFT_BASELINES
+            from tenpeft.lab.adapt import PEFT_BASELINES
             defaults = dict(PEFT_BASELINES[method][1])
         except (ImportError, KeyError, AttributeError, IndexError, TypeError):
             defaults = {}

@@ -14,9 +14,9 @@ import matplotlib as mpl
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ..atomic import atomic_write, sweep_stale
-from ..errors import TenpeftError
-from .labels import metric_name
+from tenpeft.atomic import atomic_write, sweep_stale
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.labels import metric_name
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 PANEL_SIZE = (4.6, 3.6)  # inches per panel

@@ -9,8 +9,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ..errors import TenpeftError
-from .specs import TaskSpec, get_task
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.specs import TaskSpec, get_task
 
 ENV_VAR = "TENPEFT_DATA_DIR"
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}

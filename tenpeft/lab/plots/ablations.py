@@ -7,10 +7,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from ..errors import TenpeftError
-from .labels import format_count, labels_for
-from .records import runs_frame, summarize
-from .style import metric_label, method_styles, panel_grid, require_axis, styled
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.labels import format_count, labels_for
+from tenpeft.lab.plots.records import runs_frame, summarize
+from tenpeft.lab.plots.style import metric_label, method_styles, panel_grid, require_axis, styled
 
 LINESTYLES = ("-", "--", ":", "-.")
 

@@ -28,8 +28,8 @@ def versions() -> dict[str, str | None]:
 @functools.lru_cache(maxsize=None)
 def git_commit(root: Path = PROJECT_ROOT) -> dict:
     """The project's commit and whether tracked files differ from it (None outside a checkout),
-    read once per process: at import, i.e. when the code that runs was loaded (a commit made while
-    a study runs must not be credited with its results)."""
+    read once per process, first when a study starts (``run_all`` calls it before any run), so a
+    commit made while a study runs is not credited with its results."""
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -49,5 +49,3 @@ def provenance(accelerator) -> dict:
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "host": platform.node(),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
-
-git_commit()  # pin the commit of the code this process loaded

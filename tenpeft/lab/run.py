@@ -17,15 +17,15 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import TenpeftError
-from ..formats import Budget
-from ..structure import task_head
-from .adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
-from .loop import TrainConfig, evaluate, train
-from .models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
-from .provenance import provenance
-from .claims import Claim, try_claim
-from .records import SCHEMA, read_record, write_record
+from tenpeft.errors import TenpeftError
+from tenpeft.formats import Budget
+from tenpeft.structure import task_head
+from tenpeft.lab.adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
+from tenpeft.lab.loop import TrainConfig, evaluate, train
+from tenpeft.lab.models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
+from tenpeft.lab.provenance import provenance
+from tenpeft.lab.claims import Claim, try_claim
+from tenpeft.lab.records import SCHEMA, read_record, write_record
 
 
 @dataclass
@@ -90,7 +90,7 @@ def decode_args(args: dict) -> dict:
 def check_spec(spec: RunSpec) -> None:
     """Everything but training, fast: model, task data, method and arguments (built on the meta
     device). Raises a TenpeftError naming the problem."""
-    from ..tasks import get_task, load_task_data
+    from tenpeft.lab.tasks import get_task, load_task_data
 
     if spec.method not in known_methods():
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
@@ -136,7 +136,7 @@ class PreparedTask(NamedTuple):
 
 
 def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool) -> PreparedTask:
-    from ..tasks import encode_classification, encode_prompt, get_task, label_word_ids, load_task_data, make_collator
+    from tenpeft.lab.tasks import encode_classification, encode_prompt, get_task, label_word_ids, load_task_data, make_collator
 
     task = get_task(name)
     data = load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..errors import TenpeftError
-from .records import pareto_front, runs_frame, summarize
-from .style import metric_label, method_styles, panel_grid, shared_legend, styled
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.records import pareto_front, runs_frame, summarize
+from tenpeft.lab.plots.style import metric_label, method_styles, panel_grid, shared_legend, styled
 
 
 def frontier_points(records: list[dict]) -> pd.DataFrame:

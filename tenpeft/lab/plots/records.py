@@ -1,4 +1,4 @@
-"""Run records (``tenpeft.train.records``) as tidy pandas frames, seed summaries and Pareto fronts."""
+"""Run records (``tenpeft.lab.records``) as tidy pandas frames, seed summaries and Pareto fronts."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import TenpeftError
-from .labels import labels_for
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.labels import labels_for
 
-from ..train.records import READABLE, REQUIRED_CONFIG
+from tenpeft.lab.records import READABLE, REQUIRED_CONFIG
 
 REQUIRED_KEYS = ("run_id", "config", "params", "score")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",

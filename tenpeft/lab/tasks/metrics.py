@@ -5,8 +5,8 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from ..errors import TenpeftError
-from .specs import get_task
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.specs import get_task
 
 
 def compute_metrics(task, predictions, labels) -> dict[str, float]:

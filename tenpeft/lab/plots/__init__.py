@@ -2,13 +2,13 @@
 Pareto fronts, and one matplotlib Figure per study (no pyplot state; style applied locally)."""
 from __future__ import annotations
 
-from .ablations import param_savings_figure, rank_ablation_figure, shape_search_figure
-from .dynamics import (average_forgetting, forgetting_figure, forgetting_matrices, overfitting_figure,
+from tenpeft.lab.plots.ablations import param_savings_figure, rank_ablation_figure, shape_search_figure
+from tenpeft.lab.plots.dynamics import (average_forgetting, forgetting_figure, forgetting_matrices, overfitting_figure,
                        smoothed_curves)
-from .frontier import frontier_figure, frontier_points
-from .labels import format_count, labels_for, metric_name, run_label
-from .records import check_records, history_frame, pareto_front, runs_frame, summarize
-from .style import save_figure
+from tenpeft.lab.plots.frontier import frontier_figure, frontier_points
+from tenpeft.lab.plots.labels import format_count, labels_for, metric_name, run_label
+from tenpeft.lab.plots.records import check_records, history_frame, pareto_front, runs_frame, summarize
+from tenpeft.lab.plots.style import save_figure
 
 __all__ = ["average_forgetting", "check_records", "format_count", "forgetting_figure", "forgetting_matrices",
            "frontier_figure", "frontier_points", "history_frame", "labels_for", "metric_name",

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import TenpeftError
+from tenpeft.errors import TenpeftError
 
 DECODER_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gemma", "gemma2", "phi3", "olmo")
 

@@ -8,8 +8,8 @@ import datasets
 import numpy as np
 import torch
 
-from ..errors import TenpeftError
-from .specs import TaskSpec, get_task
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.specs import TaskSpec, get_task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

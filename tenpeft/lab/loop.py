@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..errors import TenpeftError
+from tenpeft.errors import TenpeftError
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -89,7 +89,7 @@ def _forward(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
 @torch.no_grad()
 def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict]:
     """Validation loss (example-weighted) and the task's metrics over every process's examples."""
-    from ..tasks import compute_metrics
+    from tenpeft.lab.tasks import compute_metrics
 
     model.eval()
     predictions, labels, loss_sum, count = [], [], 0.0, 0

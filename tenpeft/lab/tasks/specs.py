@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import TenpeftError
+from tenpeft.errors import TenpeftError
 
 DEFAULT_EVAL_SPLITS = ("validation", "test")
 

@@ -13,8 +13,8 @@ import numbers
 import warnings
 from pathlib import Path
 
-from ..atomic import atomic_write_json, sweep_stale
-from ..errors import TenpeftError
+from tenpeft.atomic import atomic_write_json, sweep_stale
+from tenpeft.errors import TenpeftError
 
 SCHEMA = "tenpeft-run/2"
 READABLE = ("tenpeft-run/1", SCHEMA)

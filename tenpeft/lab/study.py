@@ -14,11 +14,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import TenpeftError
-from .loop import TrainConfig
-from .claims import owner
-from .records import status
-from .run import DataConfig, RunSpec, check_spec, record_path, run
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.loop import TrainConfig
+from tenpeft.lab.provenance import git_commit
+from tenpeft.lab.claims import owner
+from tenpeft.lab.records import status
+from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run
 
 # Rates for the short default runs (MiniLM, a trained head); ultra-low-parameter methods need larger.
 # Probed on MiniLM/SST-2 (1,000 examples, 150 steps, seed 0): lora 3e-3 (78.0%); lorta r=4 1e-2 (72.0%)
@@ -195,6 +196,7 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
         raise TenpeftError("this study expands to no runs; give at least one method, task and seed")
     check_writable(Path(args.results_dir) / specs[0].study, "--results-dir")
     check_writable(args.figures_dir, "--figures-dir")
+    git_commit()  # pin the commit of the code that runs, before the first run
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     done: dict[str, dict] = {}
     announced: set[str] = set()
@@ -268,7 +270,7 @@ def best_lr_only(records: list[dict]) -> list[dict]:
 def print_summary(records: list[dict], by: list[str]):
     """Print mean ± std of the score over seeds per group (with trainable parameters); return the
     summary frame (columns ``by``, ``trainable``, ``score_mean``, ``score_std``, ``seeds``)."""
-    from ..plots import runs_frame, summarize
+    from tenpeft.lab.plots import runs_frame, summarize
 
     frame = runs_frame(records)
     summary = summarize(frame, by).rename(columns={"mean": "score_mean", "std": "score_std", "count": "seeds"})
@@ -294,7 +296,7 @@ def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir:
     """The end of a study: leave out diverged runs (with a note), keep the best rate per
     configuration, print the summary over seeds and save ``figure(records)`` as
     ``<figures_dir>/<name>.png`` and ``.pdf``; returns the kept records."""
-    from ..plots import save_figure
+    from tenpeft.lab.plots import save_figure
 
     records = best_lr_only(records)
     if not records:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..engine import inject
-from ..errors import TenpeftError
-from ..methods import METHODS
-from ..report import parameter_report
+from tenpeft.engine import inject
+from tenpeft.errors import TenpeftError
+from tenpeft.methods import METHODS
+from tenpeft.report import parameter_report
 
 PEFT_BASELINES = {
     "peft_lora": ("LoraConfig", {"r": 8, "lora_alpha": 16}),
