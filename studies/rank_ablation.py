@@ -11,19 +11,20 @@ LoRETTA_rep and LoRTA at ranks 2, 4 and 8, seeds 0 and 1, 200 steps. Methods wit
 from __future__ import annotations
 
 from tenpeft.lab.plots import rank_ablation_figure
-from tenpeft.lab.study import RANK_ARG, Variant, base_parser, conclude, csv_list, expand, run_all, script
+from tenpeft.lab.adapt import rank_arg
+from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
-RANKLESS = {"full", "bitfit", "peft_ia3", "peft_prefix", "peft_prompt"}
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
 
 
 def variants(methods: list[str], ranks: list[int]) -> list[Variant]:
     out = []
     for method in methods:
-        if method in RANKLESS:
+        arg = rank_arg(method)
+        if arg is None:
             out.append(Variant(method))
         else:
-            out += [Variant(method, {RANK_ARG.get(method, "rank"): r}, {"rank": r}) for r in ranks]
+            out += [Variant(method, {arg: r}, {"rank": r}) for r in ranks]
     return out
 
 

@@ -71,7 +71,8 @@ def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
 
 
 @pytest.mark.parametrize("method,args", [("full", {}), ("bitfit", {}), ("loretta_adp", {"bottleneck": 4}),
-                                         ("peft_lora", {"r": 2}), ("peft_ia3", {}), ("peft_prompt", {})])
+                                         ("peft_lora", {"r": 2}), ("peft_ia3", {}), ("peft_prompt", {}),
+                                         ("peft:loha", {"r": 2}), ("peft:lokr", {"r": 2}), ("peft:vera", {"r": 4})])
 def test_every_kind_of_method_trains_through_the_same_loop(glue, accelerator, method, args):
     record = execute(spec(glue, method, args=args), accelerator, progress=False)
     assert record["params"]["trainable"] > 0 and len(record["history"]) == 2

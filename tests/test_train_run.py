@@ -2,6 +2,7 @@
 finished records, and bad input fails before any training with one clear error."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from tenpeft import TenpeftError
 from tenpeft.lab import run as run_module
 from tenpeft.lab import study
 from tenpeft.atomic import atomic_write_json
-from tenpeft.lab.records import load_records, read_record
+from tenpeft.lab.records import DamagedRecord, load_records, read_record
 from tenpeft.lab.study import Variant, base_parser, best_lr_only, check_all, expand, parse_sets, run_all
 
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
@@ -41,7 +42,10 @@ def test_write_json_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_read_record_rejects_truncated_or_foreign_files(tmp_path):
     (tmp_path / "cut.json").write_text('{"schema": "tenpeft-run/1", "stu')
     (tmp_path / "other.json").write_text('{"schema": "something-else"}')
-    assert read_record(tmp_path / "cut.json") is None and read_record(tmp_path / "other.json") is None
+    with pytest.warns(DamagedRecord, match="cut.json is not a readable run record"):
+        assert read_record(tmp_path / "cut.json") is None
+    with pytest.warns(DamagedRecord, match="other.json has schema 'something-else'"):
+        assert read_record(tmp_path / "other.json") is None
     assert read_record(tmp_path / "missing.json") is None
 
 
@@ -56,7 +60,8 @@ def test_rerun_skips_finished_runs_and_reruns_damaged_ones(args, monkeypatch):
     again = run_all(specs, args)
     assert calls == [] and again == first
     files[0].write_text(files[0].read_text()[:50])  # a damaged record is run again
-    run_all(specs, args)
+    with pytest.warns(DamagedRecord, match=files[0].name):
+        run_all(specs, args)
     assert calls == [files[0].stem]
 
 
@@ -138,4 +143,16 @@ def test_lr_sweep_expands_every_rate(args):
     args.lrs = [1e-3, 1e-2]
     specs = expand("unit", args, [Variant("lora")])
     assert [s.train.lr for s in specs] == [1e-3, 1e-2] and specs[0].axes == {"lr": 1e-3}
-    assert study.default_lr("lorta") > study.default_lr("full")
+    assert study.default_lr("tiny-bert", "lorta") > study.default_lr("tiny-bert", "full")
+
+
+def test_the_default_rate_follows_what_a_method_trains_not_its_name(monkeypatch):
+    """Every adapter, tenpeft's, PEFT's or one registered by a user, gets the same default rate;
+    only a method that trains most of the model (full fine-tuning) gets the small one."""
+    from tenpeft.methods import METHODS
+
+    monkeypatch.setitem(METHODS, "lora_copy_for_lr_test", dataclasses.replace(METHODS["lora"], name="lora_copy_for_lr_test"))
+    rates = {m: study.default_lr("tiny-bert", m) for m in ("lora", "lorta", "vera", "peft_lora", "peft:loha",
+                                                             "lora_copy_for_lr_test", "full")}
+    assert rates.pop("full") == study.FULL_LR
+    assert set(rates.values()) == {study.ADAPTER_LR}

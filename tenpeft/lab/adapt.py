@@ -1,43 +1,47 @@
-"""One entry point for every method a study compares: a tenpeft method, a PEFT baseline
-(``peft_lora``, ``peft_ia3``, ``peft_prefix``, ``peft_prompt``) or ``full`` fine-tuning."""
+"""One entry point for every method a study compares: a tenpeft method (``full`` fine-tuning
+included) or an external baseline (``tenpeft.lab.baselines``: any PEFT method)."""
 from __future__ import annotations
 
 from torch import nn
 
 from tenpeft.engine import inject
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.baselines import NAMED, PREFIX, Baseline, get_baseline, is_baseline
 from tenpeft.methods import METHODS
 from tenpeft.report import parameter_report
 
-PEFT_BASELINES = {
-    "peft_lora": ("LoraConfig", {"r": 8, "lora_alpha": 16}),
-    "peft_ia3": ("IA3Config", {}),
-    "peft_prefix": ("PrefixTuningConfig", {"num_virtual_tokens": 20}),
-    "peft_prompt": ("PromptTuningConfig", {"num_virtual_tokens": 20}),
-}
-SEQUENCE_CHANGING = ("peft_prefix", "peft_prompt")  # prepend virtual tokens: not for prompt scoring
-NEEDS_PAST_KEY_VALUES = ("peft_prefix",)  # PEFT feeds the prefix in as past_key_values
-
 
 def known_methods() -> list[str]:
-    """Every method name a run accepts."""
-    return sorted(METHODS) + sorted(PEFT_BASELINES)
+    """Every method name a run accepts (``peft:<type>`` standing for any PEFT method)."""
+    return sorted(METHODS) + sorted(NAMED) + [f"{PREFIX}<type>"]
 
 
-def _peft_config(method: str, args: dict, decoder: bool):
-    try:
-        import peft
-    except ImportError:
-        raise TenpeftError(f"{method} needs PEFT: pip install peft") from None
-    if decoder and method in SEQUENCE_CHANGING:
-        raise TenpeftError(f"{method} prepends virtual tokens, which prompt-based classification of a decoder "
+def is_known(method: str) -> bool:
+    """Whether a run accepts ``method`` (a ``peft:<type>`` is checked against PEFT when built)."""
+    return method in METHODS or is_baseline(method)
+
+
+def rank_arg(method: str) -> str | None:
+    """The name of ``method``'s rank argument (``rank``, PEFT's ``r``), or None if it has none (or
+    is unknown: the checks before training say so)."""
+    if not is_known(method):
+        return None
+    if method in METHODS:
+        import dataclasses
+
+        return "rank" if "rank" in {f.name for f in dataclasses.fields(METHODS[method].config)} else None
+    return get_baseline(method).rank_arg
+
+
+def _peft_config(baseline: Baseline, args: dict, decoder: bool):
+    if decoder and baseline.changes_sequence:
+        raise TenpeftError(f"{baseline.name} prepends virtual tokens, which prompt-based classification of a decoder "
                            f"does not support; use peft_lora, peft_ia3 or a tenpeft method")
-    class_name, defaults = PEFT_BASELINES[method]
-    task_type = "CAUSAL_LM" if decoder else "SEQ_CLS"
+    cls = baseline.config_class()
     try:
-        return getattr(peft, class_name)(task_type=task_type, **{**defaults, **args})
-    except TypeError as exc:
-        raise TenpeftError(f"bad argument for {method} (peft.{class_name}): {exc}") from None
+        return cls(task_type="CAUSAL_LM" if decoder else "SEQ_CLS", **{**baseline.defaults, **args})
+    except (TypeError, ValueError) as exc:
+        raise TenpeftError(f"bad argument for {baseline.name} (peft.{cls.__name__}): {exc}") from None
 
 
 def apply_method(model: nn.Module, method: str, args: dict, *, decoder: bool) -> nn.Module:
@@ -46,13 +50,17 @@ def apply_method(model: nn.Module, method: str, args: dict, *, decoder: bool) ->
         if decoder and "head" not in args:
             args = {**args, "head": "frozen"}  # an LM has no task head to train
         return inject(model, method, **args)
-    if method in PEFT_BASELINES:
+    if is_baseline(method):
         import peft
 
-        config = _peft_config(method, args, decoder)
-        if method in NEEDS_PAST_KEY_VALUES:
+        baseline = get_baseline(method)
+        config = _peft_config(baseline, args, decoder)
+        if baseline.needs_past_key_values:
             _check_past_key_values(model, method)
-        return peft.get_peft_model(model, config)
+        try:
+            return peft.get_peft_model(model, config)
+        except (TypeError, ValueError) as exc:
+            raise TenpeftError(f"{method} cannot adapt this model (peft: {exc})") from None
     raise TenpeftError(f"unknown method {method!r}; known: {known_methods()}")
 
 

@@ -7,6 +7,7 @@ trains, so processes sharing a results folder split the runs and never train one
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from tenpeft.errors import TenpeftError
 from tenpeft.formats import Budget
 from tenpeft.structure import task_head
-from tenpeft.lab.adapt import PEFT_BASELINES, apply_method, base_model, count_parameters, known_methods
+from tenpeft.lab.adapt import apply_method, base_model, count_parameters, is_known, known_methods
 from tenpeft.lab.loop import TrainConfig, evaluate, train
 from tenpeft.lab.models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
 from tenpeft.lab.provenance import provenance
@@ -92,7 +93,7 @@ def check_spec(spec: RunSpec) -> None:
     device). Raises a TenpeftError naming the problem."""
     from tenpeft.lab.tasks import get_task, load_task_data
 
-    if spec.method not in known_methods():
+    if not is_known(spec.method):
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
     tasks = [get_task(t) for t in spec.tasks]
     for name, task in zip(spec.tasks, tasks):
@@ -108,19 +109,38 @@ def check_spec(spec: RunSpec) -> None:
     for task in tasks:
         load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
                        data_seed=spec.data.data_seed)
-    if not is_decoder(config):
-        config.num_labels = tasks[0].num_labels
+    adapt_on_meta(config, spec.model, spec.method, spec.method_args, tasks[0].num_labels)
+
+
+def adapt_on_meta(config, model: str, method: str, method_args: dict, num_labels: int):
+    """``method`` applied to the model of ``config`` built on the meta device (no weights, no
+    compute); a TenpeftError if it cannot be."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    auto = AutoModelForCausalLM if is_decoder(config) else AutoModelForSequenceClassification
+    decoder = is_decoder(config)
+    if not decoder:
+        config.num_labels = num_labels
+    auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
     with torch.device("meta"):
-        model = auto.from_config(config)
+        built = auto.from_config(config)
     try:
-        apply_method(model, spec.method, decode_args(spec.method_args), decoder=is_decoder(config))
+        return apply_method(built, method, decode_args(method_args), decoder=decoder)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, TenpeftError):
             raise
-        raise TenpeftError(f"{spec.method} with {spec.method_args} cannot be applied to {spec.model}: {exc}") from None
+        raise TenpeftError(f"{method} with {method_args} cannot be applied to {model}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _trainable_fraction(model: str, method: str, args_json: str) -> float:
+    adapted = adapt_on_meta(load_config(resolve_model(model)), model, method, json.loads(args_json), 2)
+    counts = count_parameters(adapted)
+    return counts["trainable"] / counts["total"]
+
+
+def trainable_fraction(model: str, method: str, method_args: dict) -> float:
+    """The share of ``model``'s parameters that ``method`` trains (counted on the meta device)."""
+    return _trainable_fraction(model, method, json.dumps(method_args, sort_keys=True, default=str))
 
 
 class PreparedTask(NamedTuple):
@@ -295,4 +315,4 @@ def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = Tr
     return record, "ran"
 
 
-__all__ = ["DataConfig", "PEFT_BASELINES", "RunSpec", "check_spec", "decode_args", "execute", "record_path", "run"]
+__all__ = ["DataConfig", "RunSpec", "adapt_on_meta", "check_spec", "decode_args", "execute", "record_path", "run", "trainable_fraction"]

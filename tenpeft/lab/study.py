@@ -19,18 +19,24 @@ from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
 from tenpeft.lab.records import status
-from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run
+from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run, trainable_fraction
 
-# Rates for the short default runs (MiniLM, a trained head); ultra-low-parameter methods need larger.
-# Probed on MiniLM/SST-2 (1,000 examples, 150 steps, seed 0): lora 3e-3 (78.0%); lorta r=4 1e-2 (72.0%)
-# over 3e-3 (58.7%) and 3e-2 (66.3%); loretta_rep r=4 1e-2 (76.7%) over 3e-3 (72.0%). Use --lrs to sweep.
-DEFAULT_LR = {"full": 5e-5, "lora": 3e-3, "peft_lora": 3e-3, "adapter": 3e-3}
-FALLBACK_LR = 1e-2
-RANK_ARG = {"peft_lora": "r"}
+# One default rule, by what a method trains and never by its name: methods that train most of the
+# model (full fine-tuning) 5e-5, every adapter (tenpeft's, PEFT's, a user's) 3e-3, the rate LoRA
+# does best at on MiniLM/SST-2 (1,000 examples, 150 steps; docs/studies.md). Sweep with --lrs.
+ADAPTER_LR, FULL_LR = 3e-3, 5e-5
+FULL_SHARE = 0.5  # a method training more than this share of the parameters counts as full fine-tuning
 
 
-def default_lr(method: str) -> float:
-    return DEFAULT_LR.get(method, FALLBACK_LR)
+def default_lr(model: str, method: str, method_args: dict | None = None) -> float:
+    """The default learning rate of ``method`` on ``model``: FULL_LR if it trains more than
+    FULL_SHARE of the parameters (counted on the meta device), else ADAPTER_LR. A method that
+    cannot be built gets ADAPTER_LR here; the checks before training report why."""
+    try:
+        share = trainable_fraction(model, method, method_args or {})
+    except TenpeftError:
+        return ADAPTER_LR
+    return FULL_LR if share > FULL_SHARE else ADAPTER_LR
 
 
 @dataclass
@@ -130,8 +136,8 @@ def expand(study: str, args, variants: list[Variant], task_chains: list[str] | N
     data = DataConfig(train_size=args.train_size or None, eval_size=args.eval_size or None, data_dir=args.data_dir)
     specs = []
     for variant in variants:
-        lrs = args.lrs or [default_lr(variant.method)]
         method_args = {**variant.method_args, **extra.get(variant.method, {})}
+        lrs = args.lrs or [default_lr(args.model, variant.method, method_args)]
         for task in task_chains or args.tasks:
             for lr in lrs:
                 train = TrainConfig.from_dict({"lr": lr, "max_steps": args.max_steps, "batch_size": args.batch_size,

@@ -24,11 +24,9 @@ def _defaults_json(method: str) -> str:
             elif f.default_factory is not dataclasses.MISSING:
                 defaults[f.name] = f.default_factory()
     except (ImportError, KeyError):
-        try:
-            from tenpeft.lab.adapt import PEFT_BASELINES
-            defaults = dict(PEFT_BASELINES[method][1])
-        except (ImportError, KeyError, AttributeError, IndexError, TypeError):
-            defaults = {}
+        from tenpeft.lab.baselines import NAMED
+
+        defaults = dict(NAMED[method].defaults) if method in NAMED else {}
     return json.dumps({k: _plain(v) for k, v in defaults.items()}, default=str)
 
 
