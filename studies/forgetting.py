@@ -14,7 +14,7 @@ its score right after its own stage minus its score at the end.
 """
 from __future__ import annotations
 
-from tenpeft.lab.plots import forgetting_figure, save_figure
+from tenpeft.lab.plots import figure_name, forgetting_figure, save_figure
 from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, run_all, script
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
@@ -56,7 +56,7 @@ def main(argv=None) -> list[dict]:
         print("every run diverged: no table or figure; try smaller learning rates (--lrs)")
         return []
     print_forgetting(forgetting_table(records))
-    for path in save_figure(forgetting_figure(records), args.figures_dir, "forgetting"):
+    for path in save_figure(forgetting_figure(records), args.figures_dir, figure_name("forgetting", records)):
         print(f"wrote {path}")
     return records
 

@@ -200,3 +200,31 @@ def test_bad_figure_input(records):
         pareto_front(pd.DataFrame())
     with pytest.raises(TenpeftError, match="missing"):
         summarize(runs_frame(records), "nope")
+
+
+def test_figures_name_their_model_and_protocol():
+    """Titles say how the runs were trained; file names carry the model, so figures of two models
+    never overwrite each other."""
+    from tenpeft.lab.plots import figure_name, protocol
+
+    def rec(model, lr, swept):
+        record = make_record(seed=0, axes={"rank": 2}, args={"rank": 2})
+        record["config"].update(model=model, lr=lr, data={"train_size": 1000}, train={"max_steps": 200, "batch_size": 16})
+        record["config"]["axes"] = {**record["config"].get("axes", {}), **({"lr": lr} if swept else {})}
+        return record
+
+    assert protocol([rec("minilm", 3e-3, False)]) == "minilm · 1,000 train ex. · 200 steps · batch 16 · lr 3e-03"
+    swept = [rec("minilm", 1e-3, True), rec("minilm", 1e-2, True)]
+    assert protocol(swept).endswith("lr best of 1e-03, 0.01 by val. loss")
+    assert figure_name("rank_ablation", [rec("minilm", 3e-3, False)]) == "rank_ablation_minilm"
+    assert figure_name("rank_ablation", [rec("/models/roberta-base", 3e-3, False)]) == "rank_ablation_roberta-base"
+    fig = rank_ablation_figure([rec("minilm", 3e-3, False)])
+    assert "minilm · 1,000 train ex." in fig.get_suptitle()
+
+
+def test_a_one_point_pareto_front_is_drawn():
+    from tenpeft.lab.plots import frontier_figure
+
+    fig = frontier_figure([make_record(seed=0)])
+    front = [line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front"]
+    assert len(front) == 1 and len(front[0].get_xdata()) == 1 and front[0].get_marker() == "o"

@@ -52,7 +52,7 @@ def test_study_writes_records_and_figures_and_resumes(workspace, name, monkeypat
         assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED) and record["study"] == name
         assert record["config"]["seed"] in (0, 1) and record["provenance"]["versions"]["tenpeft"]
     for suffix in ("png", "pdf"):
-        assert (workspace / "figures" / f"{name}.{suffix}").stat().st_size > 1000
+        assert (workspace / "figures" / f"{name}_tiny-bert.{suffix}").stat().st_size > 1000
     monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert sorted(r["run_id"] for r in load(name).main(_argv(workspace, name))) == sorted(r["run_id"] for r in records)
 

@@ -55,7 +55,7 @@ def test_a_diverged_run_is_recorded_skipped_in_summaries_and_not_retrained(ws, c
     assert by_lr[1e-2]["status"] == "ok" and [r["config"]["lr"] for r in kept] == [1e-2]
     out = capsys.readouterr().out
     assert "1 diverged run(s) left out of summaries and figures" in out and bad["run_id"] in out
-    assert (ws / "fig" / "rank_ablation.png").stat().st_size > 1000
+    assert (ws / "fig" / "rank_ablation_tiny-bert.png").stat().st_size > 1000
     monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("a finished run was trained again"))
     rank_ablation().main(argv)
 

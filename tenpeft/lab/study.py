@@ -301,15 +301,15 @@ def without_diverged(records: list[dict]) -> list[dict]:
 def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str) -> list[dict]:
     """The end of a study: leave out diverged runs (with a note), keep the best rate per
     configuration, print the summary over seeds and save ``figure(records)`` as
-    ``<figures_dir>/<name>.png`` and ``.pdf``; returns the kept records."""
-    from tenpeft.lab.plots import save_figure
+    ``<figures_dir>/<name>_<model>.png`` and ``.pdf``; returns the kept records."""
+    from tenpeft.lab.plots import figure_name, save_figure
 
     records = best_lr_only(records)
     if not records:
         print("every run diverged: no summary or figure; try smaller learning rates (--lrs)")
         return []
     print_summary(records, by)
-    for path in save_figure(figure(records), figures_dir, name):
+    for path in save_figure(figure(records), figures_dir, figure_name(name, records)):
         print(f"wrote {path}")
     return records
 

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.plots.labels import format_count, labels_for
+from tenpeft.lab.plots.labels import format_count, labels_for, protocol
 from tenpeft.lab.plots.records import runs_frame, summarize
 from tenpeft.lab.plots.style import metric_label, method_styles, panel_grid, require_axis, styled
 
@@ -48,8 +48,10 @@ def rank_ablation_figure(records: list[dict], axis: str = "rank") -> Figure:
     position = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
     for ax, task in zip(axes, tasks):
         part = stats[stats["task"] == task]
-        for (method, series), line in part.groupby(["method", "series"], sort=True):
-            line = line.assign(x=line[column].map(position)).sort_values("x")
+        lines = list(part.groupby(["method", "series"], sort=True))
+        for k, ((method, series), line) in enumerate(lines):
+            shift = _dodge(k, len(lines), values, position, numeric)
+            line = line.assign(x=line[column].map(position).map(shift)).sort_values("x")
             dash = LINESTYLES[sorted(part.loc[part["method"] == method, "series"].unique()).index(series) % 4]
             lo, hi = format_count(line["trainable"].min()), format_count(line["trainable"].max())
             ax.errorbar(line["x"], line["mean"], yerr=line["std"], capsize=3, linestyle=dash, lw=1.6,
@@ -59,13 +61,26 @@ def rank_ablation_figure(records: list[dict], axis: str = "rank") -> Figure:
         ax.set(title=task, xlabel=f"{axis} (log2 scale)" if ax.get_xscale() == "log" else axis,
                ylabel=f"{metric_label(frame, task)} (mean ± std)")
         ax.legend(fontsize="small", title="method (trainable)", title_fontsize="small")
-    fig.suptitle(f"{axis.capitalize()} ablation: headline score, mean ± std over {_seed_text(stats)}")
+    fig.suptitle(f"{axis.capitalize()} ablation: headline score, mean ± std over {_seed_text(stats)}\n{protocol(records)}")
     return fig
+
+
+def _dodge(k: int, n: int, values, position, numeric: bool):
+    """Line ``k`` of ``n`` moved sideways by a few percent of a tick gap, so equal scores of
+    different methods stay visible side by side (a factor on a log axis, a shift on a linear one)."""
+    offset = (k - (n - 1) / 2) * 0.04
+    if numeric and _log_scale([position[v] for v in values]):
+        return lambda x: x * 2 ** offset
+    return lambda x: x + offset
+
+
+def _log_scale(xs) -> bool:
+    return min(xs) > 0 and max(xs) / min(xs) >= 4
 
 
 def _rank_ticks(ax, values, position, numeric: bool) -> None:
     xs = [position[v] for v in values]
-    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 4:
+    if numeric and _log_scale(xs):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_locator(FixedLocator(xs))
@@ -108,7 +123,8 @@ def shape_search_figure(records: list[dict], axis: str = "shape") -> Figure:
                ylabel=f"{metric_label(frame, task)} (mean ± std)")
         ax.grid(axis="x", visible=False)
         ax.legend(fontsize="small", loc="best", ncols=min(2, len(series)))
-    fig.suptitle(f"Shape search: mean ± std over {_seed_text(stats)} (in bars: trainable parameters; y axis cut)")
+    fig.suptitle(f"Shape search: mean ± std over {_seed_text(stats)} (in bars: trainable parameters; y axis cut)\n"
+                 f"{protocol(records)}")
     return fig
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.labels import protocol
 from tenpeft.lab.plots.records import record_name, check_records, history_frame, runs_frame
 from tenpeft.lab.plots.style import method_styles, panel_grid, shared_legend, styled
 
@@ -44,7 +45,7 @@ def overfitting_figure(records: list[dict], window: int = 5) -> Figure:
                             color=color, alpha=0.2, lw=0)
         ax.set(title=task, xlabel="training step", ylabel="validation loss (cross-entropy)")
     smoothing = f"{window}-point trailing moving average" if window > 1 else "no smoothing"
-    fig.suptitle(f"Validation loss ({smoothing}; mean ± 1 std over seeds)")
+    fig.suptitle(f"Validation loss ({smoothing}; mean ± 1 std over seeds)\n{protocol(records)}")
     shared_legend(fig, axes)
     return fig
 
@@ -121,5 +122,5 @@ def forgetting_figure(records: list[dict]) -> Figure:
     fig.colorbar(image, ax=axes, label="headline score (mean over seeds)", shrink=0.9)
     order = f" ({next(iter(sequences))})" if len(sequences) == 1 else ""
     fig.suptitle(f"Forgetting across sequential tasks{order}\navg. forgetting = mean drop of each earlier "
-                 "task's score from right after its stage to the end", fontsize="medium")
+                 f"task's score from right after its stage to the end\n{protocol(records)}", fontsize="medium")
     return fig

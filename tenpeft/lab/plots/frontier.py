@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.labels import protocol
 from tenpeft.lab.plots.records import pareto_front, runs_frame, summarize
 from tenpeft.lab.plots.style import metric_label, method_styles, panel_grid, shared_legend, styled
 
@@ -18,6 +20,16 @@ def frontier_points(records: list[dict]) -> pd.DataFrame:
     if points.empty:
         raise TenpeftError("no run has a score value (all null); the frontier needs scored runs")
     return points
+
+
+def _annotate(ax, group, method: str) -> None:
+    """Each point's distinguishing args (e.g. ``r=4``), alternately below and above it, so labels
+    of neighbouring points do not overlap."""
+    for i, row in enumerate(group.sort_values("trainable").itertuples(index=False)):
+        suffix = row.label[len(method):].strip()
+        if suffix:
+            ax.annotate(suffix, (row.trainable, row.mean), xytext=(4, -10 if i % 2 == 0 else 5),
+                        textcoords="offset points", fontsize=6.5, color="0.3")
 
 
 @styled
@@ -36,19 +48,17 @@ def frontier_figure(records: list[dict], annotate: bool = True) -> Figure:
             ax.errorbar(group["trainable"], group["mean"], yerr=group["std"], linestyle="none", capsize=3,
                         markersize=6, label=method, **styles[method])
             if annotate:
-                for row in group.itertuples(index=False):
-                    suffix = row.label[len(method):].strip()
-                    if suffix:
-                        ax.annotate(suffix, (row.trainable, row.mean), xytext=(4, -9), textcoords="offset points",
-                                    fontsize=6.5, color="0.3")
+                _annotate(ax, group, method)
         front = pareto_front(part, x="trainable", y="mean")
         ax.step(front["trainable"], front["mean"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8,
-                label="Pareto front", zorder=1)
+                marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.0,
+                label="Pareto front", zorder=1)  # the rings keep a one-point front visible
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: no overlapping ticks
         ax.set(title=task, xlabel="trainable parameters (log scale)",
                ylabel=f"{metric_label(frame, task)} (mean ± std)")
     counts = points["count"]
     seeds = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
-    fig.suptitle(f"Score vs trainable parameters ({seeds} seeds per point)")
+    fig.suptitle(f"Score vs trainable parameters ({seeds} seeds per point)\n{protocol(records)}")
     shared_legend(fig, axes, last=("Pareto front",))
     return fig

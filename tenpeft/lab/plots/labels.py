@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import math
+from pathlib import Path
 
 ABBREVIATIONS = {"rank": "r", "bottleneck": "b", "num_virtual_tokens": "tokens"}
 IGNORED_ARGS = frozenset({"seed"})  # follows the run's seed, never distinguishes a configuration
@@ -102,3 +103,55 @@ def format_count(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.3g}{unit}"
     return f"{n:.3g}"
+
+
+def _values(records, get) -> list:
+    seen = []
+    for record in records:
+        try:
+            value = get(record["config"])
+        except (KeyError, TypeError):
+            continue
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _one_or_range(values: list, fmt=str) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(min(values))}–{fmt(max(values))}" if all(isinstance(v, (int, float)) for v in values) else "varied"
+
+
+def protocol(records) -> str:
+    """One line saying how the plotted runs were trained: model(s), training examples, steps,
+    batch size and learning rate (``best of a, b, c`` when swept, the rule's default otherwise)."""
+    models = _values(records, lambda c: Path(str(c["model"])).name)
+    sizes = _values(records, lambda c: c["data"]["train_size"] or "all")
+    steps = _values(records, lambda c: c["train"]["max_steps"])
+    batches = _values(records, lambda c: c["train"]["batch_size"])
+    swept = sorted(v for v in _values(records, lambda c: c["axes"]["lr"]) if v is not None)
+    rates = sorted(_values(records, lambda c: c["lr"]))
+    rate = f"lr best of {', '.join(format_value(v) for v in swept)} by val. loss" if swept else \
+        _with(", ".join(format_value(v) for v in rates), "lr {}")
+    parts = [", ".join(models), _with(_one_or_range(sizes, _count), "{} train ex."),
+             _with(_one_or_range(steps), "{} steps"), _with(_one_or_range(batches), "batch {}"), rate]
+    return " · ".join(p for p in parts if p)
+
+
+def _with(text: str, template: str) -> str:
+    return template.format(text) if text else ""
+
+
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
+def figure_name(study: str, records) -> str:
+    """The file stem of a study's figure: the study and the model(s), so figures of different
+    models never overwrite each other (``rank_ablation_minilm``)."""
+    models = sorted({Path(str(r["config"]["model"])).name for r in records if isinstance(r.get("config"), dict)})
+    slug = "+".join(models)
+    return f"{study}_{slug}" if slug else study
