@@ -15,7 +15,7 @@ its score right after its own stage minus its score at the end.
 from __future__ import annotations
 
 from tenpeft.lab.plots import figure_name, forgetting_figure, save_figure
-from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, run_all, script
+from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, main_process, run_all, script
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
 
@@ -52,6 +52,8 @@ def main(argv=None) -> list[dict]:
         vars(args).update(PAPER)
     specs = expand("forgetting", args, [Variant(m) for m in args.methods], task_chains=[">".join(args.chain)])
     records = best_lr_only(run_all(specs, args))
+    if not main_process():
+        return records
     if not records:
         print("every run diverged: no table or figure; try smaller learning rates (--lrs)")
         return []

@@ -23,7 +23,8 @@ PRECISIONS = ("no", "bf16", "fp16")
 @dataclass
 class TrainConfig:
     """Optimisation settings of one run (``max_steps`` optimizer steps of ``batch_size`` examples
-    per process; ``warmup_ratio`` of them warm the rate up linearly from 0)."""
+    per process; ``warmup_ratio`` of them warm the rate up linearly from 0). The schedule, warm-up
+    and evaluation cadence count optimizer steps, whatever the number of processes."""
 
     lr: float = 1e-3
     max_steps: int = 300
@@ -155,8 +156,9 @@ def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: 
     start = time.perf_counter()
     optimizer, scheduler = make_optimizer(model, cfg)
     train_loader, eval_loader = make_loaders(train_set, eval_set, collate, cfg, seed)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler)
+    # The schedule is not prepared: accelerate would step it once per process at every optimizer step
+    # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     result, best_state, eval_time, losses = TrainResult(), None, 0.0, []
     show = progress and accelerator.is_main_process
 
@@ -183,7 +185,7 @@ def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: 
             break
         logits, labels = _forward(model, next(batches))
         loss = task_loss(logits, labels, task.is_regression)
-        losses.append(loss.item())
+        losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the mean over every process's batch
         if not math.isfinite(losses[-1]):
             result.diverged = {"step": step, "loss": "train", "value": str(losses[-1])}
             break

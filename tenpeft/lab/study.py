@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from tenpeft.errors import TenpeftError
@@ -203,7 +204,7 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     check_writable(Path(args.results_dir) / specs[0].study, "--results-dir")
     check_writable(args.figures_dir, "--figures-dir")
     git_commit()  # pin the commit of the code that runs, before the first run
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
     done: dict[str, dict] = {}
     announced: set[str] = set()
     bar = tqdm(total=len(specs), desc=specs[0].study, disable=args.no_progress or not accelerator.is_main_process)
@@ -292,19 +293,28 @@ def print_summary(records: list[dict], by: list[str]):
 def without_diverged(records: list[dict]) -> list[dict]:
     """The records that can be summarised; prints a note naming the diverged ones left out."""
     diverged = [r for r in records if status(r) == "diverged"]
-    if diverged:
+    if diverged and main_process():
         print(f"note: {len(diverged)} diverged run(s) left out of summaries and figures (their records say where "
               f"they diverged): " + ", ".join(r["run_id"] for r in diverged))
     return [r for r in records if status(r) != "diverged"]
 
 
+def main_process() -> bool:
+    """Whether this is the process that writes (the only one, or rank 0 of a multi-process run)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str) -> list[dict]:
     """The end of a study: leave out diverged runs (with a note), keep the best rate per
-    configuration, print the summary over seeds and save ``figure(records)`` as
-    ``<figures_dir>/<name>_<model>.png`` and ``.pdf``; returns the kept records."""
+    configuration, and on the main process print the summary over seeds and save
+    ``figure(records)`` as ``<figures_dir>/<name>_<model>.png`` and ``.pdf``; returns the kept records."""
     from tenpeft.lab.plots import figure_name, save_figure
 
     records = best_lr_only(records)
+    if not main_process():
+        return records
     if not records:
         print("every run diverged: no summary or figure; try smaller learning rates (--lrs)")
         return []

@@ -1,0 +1,59 @@
+"""Two gloo processes equal one: 2 processes x batch B train exactly as 1 process x batch 2B (the
+schedule counts optimizer steps), and only the main process writes records and figures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glue_data import write_glue
+
+TESTS = Path(__file__).resolve().parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    return write_glue(tmp_path_factory.mktemp("glue"), rows=48)
+
+
+def _run(launcher: list[str], out: Path, glue: Path, method: str, batch: int) -> dict:
+    done = subprocess.run([*launcher, str(TESTS / "ddp_worker.py"), str(out), str(glue), method, str(batch)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"record": json.loads(Path(f"{out}.json").read_text()), "tensors": load_file(f"{out}.safetensors")}
+
+
+@pytest.mark.parametrize("method", ["lora", "lorta"])
+def test_two_processes_of_batch_b_equal_one_of_batch_2b(glue, tmp_path, method):
+    one = _run([sys.executable], tmp_path / "one", glue, method, 8)
+    two = _run(TORCHRUN, tmp_path / "two", glue, method, 4)
+    assert (one["record"]["processes"], two["record"]["processes"]) == (1, 2)
+    for a, b in zip(one["record"]["history"], two["record"]["history"], strict=True):
+        assert a["step"] == b["step"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+    assert sorted(one["tensors"]) == sorted(two["tensors"]) and one["tensors"]
+    for name, tensor in one["tensors"].items():
+        torch.testing.assert_close(two["tensors"][name], tensor, atol=1e-6, rtol=0)
+
+
+def test_a_two_process_study_writes_one_record_per_run_and_one_set_of_figures(glue, tmp_path):
+    argv = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
+            "--train-size", "16", "--eval-size", "8", "--max-length", "16", "--no-progress", "--methods", "lora",
+            "--ranks", "1,2", "--data-dir", str(glue), "--results-dir", str(tmp_path / "res"),
+            "--figures-dir", str(tmp_path / "fig")]
+    done = subprocess.run([*TORCHRUN, str(TESTS.parent / "studies" / "rank_ablation.py"), *argv],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = sorted((tmp_path / "res" / "rank_ablation").glob("*.json"))
+    assert len(records) == 2 and all(json.loads(p.read_text())["provenance"]["num_processes"] == 2 for p in records)
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["rank_ablation_tiny-bert.pdf",
+                                                                     "rank_ablation_tiny-bert.png"]
+    assert done.stdout.count("wrote ") == 2 and done.stdout.count("ran ") == 2  # main process only
+    assert not list((tmp_path / "res").rglob("*.tmp")) and not list((tmp_path / "res").rglob("*.claim"))
