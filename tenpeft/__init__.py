@@ -4,7 +4,7 @@ One :class:`~tenpeft.formats.Factorization` abstraction (CP, Tucker, TT, dense, 
 factors) feeds one injection engine; every method is a preset over the two.
 """
 from .version import __version__
-from .engine import TenpeftState, inject
+from .engine import inject
 from .errors import TenpeftError
 from .export import LoraExport, to_lora
 from .formats import FORMATS, Budget, Factorization, get_format, register_format
@@ -13,6 +13,7 @@ from .lifecycle import merge, merge_and_unload, unload, unmerge
 from .methods import METHODS, Method, MethodConfig, get_method, register_method
 from .report import ParameterReport, parameter_report
 from .shapes import factorize, matrix_shape
+from .state import TenpeftState
 from .structure import FAMILIES, FamilySpec, ModelStructure, discover, register_family
 
 __all__ = ["Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "LoraExport", "METHODS", "Method",

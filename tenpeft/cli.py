@@ -2,6 +2,7 @@
 
     tenpeft params roberta-base --method lorta --rank 8      tenpeft params DIR_WITH_CONFIG_JSON --method all --json
     tenpeft inspect path/to/adapter [--json]
+    tenpeft params roberta-base --method my_method --import my_pkg.my_method   (a method from a plugin module)
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import sys
 
 import tenpeft
 from tenpeft.io import read_adapter_config
+from tenpeft.plugins import import_plugins, load_entry_points
+from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 from tenpeft.presets import PRESETS, TASKS, build_on_meta, preset_config
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base", "frozen_stored", "seed_regenerable")
-# safetensors header dtype codes -> torch dtype names (as adapter_config.json writes them)
+# safetensors header dtype codes -> torch dtype names (as the adapter config writes them)
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
           "F8_E5M2": "float8_e5m2"}
@@ -67,6 +70,8 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def cmd_params(args) -> int:
+    if "all" in args.method:
+        load_entry_points()  # "all" includes the methods of installed plugins
     methods = sorted(tenpeft.METHODS) if "all" in args.method else list(dict.fromkeys(args.method))
     for method in methods:
         tenpeft.get_method(method)  # unknown names fail before any model is built
@@ -106,12 +111,12 @@ def read_safetensors_header(path: str) -> tuple[dict, int]:
 
 def compare(expected: dict, found: dict) -> list[str]:
     """Disagreements between the config's ``tensors`` and the safetensors header."""
-    out = [f"{n}: in adapter_config.json but not in the safetensors file" for n in expected if n not in found]
-    out += [f"{n}: in the safetensors file but not in adapter_config.json" for n in found if n not in expected]
+    out = [f"{n}: in {CONFIG_NAME} but not in the safetensors file" for n in expected if n not in found]
+    out += [f"{n}: in the safetensors file but not in {CONFIG_NAME}" for n in found if n not in expected]
     for name, key in ((n, k) for n in expected if n in found for k in ("shape", "dtype")):
         want, got = expected[name][key], found[name][key]
         if (list(want) if key == "shape" else want) != got:
-            out.append(f"{name}: {key} {want} in adapter_config.json, {got} in the safetensors file")
+            out.append(f"{name}: {key} {want} in {CONFIG_NAME}, {got} in the safetensors file")
     return out
 
 
@@ -120,7 +125,7 @@ def summarize_adapter(folder: str) -> dict:
         raise CliError(f"adapter directory {folder!r} not found")
     config = read_adapter_config(folder, known_method=False)  # its structure checked; any method
     tensors, targets = config["tensors"], config["targets"]
-    found, size = read_safetensors_header(os.path.join(folder, "adapter_model.safetensors"))
+    found, size = read_safetensors_header(os.path.join(folder, WEIGHTS_NAME))
     components = dict.fromkeys(COMPONENTS, 0)  # trainable ones first, then frozen_stored, seed_regenerable
     for info in tensors.values():
         components[info["component"]] = components.get(info["component"], 0) + math.prod(info["shape"])
@@ -131,6 +136,7 @@ def summarize_adapter(folder: str) -> dict:
             "targets": targets[:5], "components": {k: v for k, v in components.items() if v},
             "trainable": sum(components[k] for k in COMPONENTS[:6]), "total": sum(components.values()),
             "num_tensors": len(tensors), "frozen_random_stored": config["frozen_random_stored"],
+            "plugins": config.get("plugins", []),
             "file_size": size, "header_matches_config": not mismatches, "mismatches": mismatches}
 
 
@@ -144,10 +150,11 @@ def format_summary(s: dict) -> str:
              f"base model:       {base.get('class')} ({base.get('model_type')}) from {base.get('name_or_path') or '?'}",
              f"dims:             {dims or 'unknown'}", f"hyperparameters:  {hp or 'none'}",
              f"targets:          {s['num_targets']}: {', '.join(s['targets'])}{more}",
+             *([f"plugins:          {', '.join(s['plugins'])} (import before loading)"] if s["plugins"] else []),
              f"{'component':<18}{'parameters':>14}"]
     lines += [f"{name:<18}{count:>14,}" for name, count in s["components"].items()]
     lines += [f"{'trainable':<18}{s['trainable']:>14,}", f"{'total stored':<18}{s['total']:>14,}",
-              f"file:             adapter_model.safetensors, {s['file_size']:,} bytes, {s['num_tensors']} tensors",
+              f"file:             {WEIGHTS_NAME}, {s['file_size']:,} bytes, {s['num_tensors']} tensors",
               f"header matches config: {'yes' if s['header_matches_config'] else 'NO'}"]
     return "\n".join(lines + [f"  mismatch: {m}" for m in s["mismatches"]])
 
@@ -163,7 +170,12 @@ def make_parser() -> argparse.ArgumentParser:
                                      "device, and summaries of saved adapters.")
     parser.add_argument("--version", action="version", version=f"tenpeft {tenpeft.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("params", help="trainable parameters of methods on a model, built on the meta device")
+    plugins = argparse.ArgumentParser(add_help=False)
+    plugins.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                         help="import MODULE first (repeatable): a plugin that registers methods, formats or "
+                              "model families, e.g. my_pkg.my_method")
+    p = sub.add_parser("params", parents=[plugins],
+                       help="trainable parameters of methods on a model, built on the meta device")
     p.add_argument("model", metavar="MODEL",
                    help=f"a preset ({', '.join(PRESETS)}), a directory holding config.json, or a hub id")
     p.add_argument("--method", action="append", required=True, metavar="M",
@@ -175,7 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="model head: auto = seq-cls for bert/roberta/deberta-v2, causal-lm otherwise")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")
     p.set_defaults(func=cmd_params)
-    i = sub.add_parser("inspect", help="summarise a saved adapter directory without loading its tensors")
+    i = sub.add_parser("inspect", parents=[plugins],
+                       help="summarise a saved adapter directory without loading its tensors")
     i.add_argument("adapter_dir", metavar="ADAPTER_DIR")
     i.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     i.set_defaults(func=cmd_inspect)
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        import_plugins(args.imports)
         return args.func(args)
     except (CliError, tenpeft.TenpeftError) as err:
         print(f"tenpeft: error: {err}", file=sys.stderr)

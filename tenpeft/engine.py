@@ -6,41 +6,16 @@ step that is undone if anything fails, so bad input never leaves a half-injected
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 
 from torch import nn
 
 from .errors import TenpeftError
-from .layouts.bottleneck import TensorizedUpdate
+from .heads import add_head_and_norms
 from .methods import BuildContext, MethodConfig, Plan, get_method
-from .formats import get_format
 from .placements import ParallelUpdate
-from .shapes import matrix_shape
-from .structure import ModelStructure, Target, discover, norm_modules, task_head
+from .state import TenpeftState
+from .structure import discover, norm_modules, task_head
 from .targets import select_targets
-
-
-@dataclass
-class TenpeftState:
-    """What an injection left on the model (``model.tenpeft_state``)."""
-
-    method: str
-    config: MethodConfig
-    structure: ModelStructure | None
-    targets: list[Target]
-    components: dict[str, str]  # trainable base parameter name -> component
-    stored: list[str]  # frozen parameters that must be saved with the adapter
-    expected: dict[str, int] = field(default_factory=dict)  # closed-form counts per component
-    head: list[str] = field(default_factory=list)  # top-level modules of the task head
-    original_flags: dict[str, bool] = field(default_factory=dict)  # base requires_grad, for unload
-
-
-def state_of(model: nn.Module) -> TenpeftState:
-    """The injection state of ``model``, or a TenpeftError if it has no tenpeft adapters."""
-    state = getattr(model, "tenpeft_state", None)
-    if state is None:
-        raise TenpeftError("this model has no tenpeft adapters; call tenpeft.inject(model, method) first")
-    return state
 
 
 def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
@@ -63,8 +38,9 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     ctx = BuildContext(model, config, structure, targets, modules, head, norms)
     plan = spec.build(ctx)
     expected = spec.formula(ctx)
-    _add_norms_and_head(ctx, plan, expected, method_trains_norms=spec.name == "full")
+    add_head_and_norms(ctx, plan, expected, trains_norms=spec.trains_norms)
     _check_shared_fits(model, plan, method)
+    _check_shared_declared(plan, method)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
     model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
@@ -90,47 +66,35 @@ def _try_discover(model):
         return None, err
 
 
-def _add_norms_and_head(ctx: BuildContext, plan: Plan, expected: dict[str, int], method_trains_norms: bool):
-    """Trainable norms and the task head, common to every method."""
-    c = ctx.config
-    if c.train_norms and not method_trains_norms:
-        for name in ctx.norms:
-            for pname, p in ctx.modules[name].named_parameters(recurse=False):
-                if f"{name}.{pname}" not in plan.trainable:  # bitfit already trains norm biases
-                    plan.trainable[f"{name}.{pname}"] = "norms"
-                    expected["norms"] = expected.get("norms", 0) + p.numel()
-    squares = {}
-    if c.head == "tt":
-        squares = {f"{h}.{n}" if n else h: m for h in ctx.head for n, m in ctx.modules[h].named_modules()
-                   if isinstance(m, nn.Linear) and m.in_features == m.out_features}
-    if c.head_shape is not None and not squares:
-        raise TenpeftError(f"head_shape={list(c.head_shape)} applies only with head='tt' on a task head that has "
-                           f"a square linear (this model's head: {ctx.head or 'none'}); drop head_shape")
-    if not ctx.head or c.head == "frozen":
-        return
-    for h in ctx.head:
-        for pname, p in ctx.modules[h].named_parameters():
-            full = f"{h}.{pname}"
-            if full.rpartition(".")[0] in squares:
-                plan.stored.append(full)
-            else:
-                plan.trainable[full] = "head"
-                expected["head"] = expected.get("head", 0) + p.numel()
-    for name, linear in squares.items():
-        width = linear.in_features
-        shape = matrix_shape(width, width, {f"{width}x{width}": c.head_shape} if c.head_shape else None)
-        update = TensorizedUpdate(width, c.head_rank, shape, **ctx.placement_of(linear))
-        plan.replacements[name] = ParallelUpdate(linear, [update], [None])
-        expected["head"] = expected.get("head", 0) + get_format("tt").count(
-            shape, get_format("tt").resolve_rank(shape, c.head_rank))
-
-
 def _check_shared_fits(model: nn.Module, plan: Plan, method: str) -> None:
     """Shared modules live in ``model.tenpeft_shared``; an ``nn.Sequential`` would run that child as a layer."""
     if plan.shared and isinstance(model, nn.Sequential):
         raise TenpeftError(f"{method} keeps factors shared across layers ({', '.join(sorted(plan.shared))}) in a "
                            f"tenpeft_shared child, which an nn.Sequential would run as a layer; wrap the Sequential "
                            f"in a module with its own forward, or use a method without shared factors (e.g. lora)")
+
+
+def _check_shared_declared(plan: Plan, method: str) -> None:
+    """Updates declare the shared modules they read (``Update.shared_modules``), so a merge notices when
+    those change: every declared module must be in ``plan.shared`` and, where the plan holds parallel
+    updates only, every shared module must be declared by one of them."""
+    updates = [u for m in plan.replacements.values() if isinstance(m, ParallelUpdate) for u in m.updates]
+    registered = {id(sub) for m in plan.shared.values() for sub in m.modules()}
+    declared = set()
+    for update in updates:
+        for module in update.shared_modules():
+            if id(module) not in registered:
+                raise TenpeftError(f"{method}: {type(update).__name__} declares a shared {type(module).__name__} "
+                                   f"module that the plan does not register in plan.shared; add it there (it is "
+                                   f"then trained, saved and merged once)")
+            declared.update(id(sub) for sub in module.modules())
+    if not updates or not all(isinstance(m, ParallelUpdate) for m in plan.replacements.values()):
+        return
+    undeclared = [k for k, m in plan.shared.items() if not any(id(sub) in declared for sub in m.modules())]
+    if undeclared:
+        raise TenpeftError(f"{method} keeps shared module(s) {sorted(undeclared)} that no update declares in "
+                           f"Update.shared_modules(); return them from shared_modules() of the updates that read "
+                           f"them, so that a merge notices when they change")
 
 
 def _apply(model: nn.Module, plan: Plan) -> tuple[dict[str, str], list[str]]:

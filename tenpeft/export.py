@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .engine import state_of
+from .state import state_of
 from .errors import TenpeftError
 from .lifecycle import merge, unload, wrappers
 from .placements import ParallelUpdate, SerialAdapter

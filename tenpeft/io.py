@@ -1,4 +1,4 @@
-"""Adapters on disk: ``adapter_config.json`` + ``adapter_model.safetensors``; never pickle.
+"""Adapters on disk: ``CONFIG_NAME`` + ``WEIGHTS_NAME`` (what they contain: ``tenpeft.state``); never pickle.
 
 The config holds the method, every hyperparameter, the targets, the seed, the base model's
 identity and the tenpeft version; the tensors are the trainable ones (shared factors once, trained
@@ -7,13 +7,15 @@ Frozen random factors are rebuilt from the seed unless ``store_frozen_random=Tru
 saves the same files as unmerged (stored base weights without ``ΔW``).
 Every check runs before the model changes; a failed load leaves the model as it was. The config's
 structure is checked in one place (``read_adapter_config``), so a hand-edited file fails with the
-field it got wrong.
+field it got wrong. A method, format or family missing here because its plugin module is not imported
+fails naming that module (the config's ``plugins``); nothing named in a file is imported.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import sys
 
 import torch
 from safetensors import SafetensorError
@@ -21,53 +23,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_write, atomic_write_json
-from .engine import inject, state_of
+from .engine import inject
 from .errors import TenpeftError
-from .formats import Budget
 from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
-from .report import adapter_tensors, parameter_report
+from .plugins import import_hint
+from .report import parameter_report
+from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, WEIGHTS_NAME, adapter_config, adapter_tensors,
+                    base_identity, saved_hyperparameters, state_of)
 from .version import __version__
-
-CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
-FORMAT, FORMAT_VERSION = "tenpeft-adapter", 1
-_DIMS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size")
-
-
-def base_identity(model: nn.Module) -> dict:
-    """What an adapter must match: the model class, family and dimensions."""
-    config = getattr(model, "config", None)
-    dims = {k: getattr(config, k, None) for k in _DIMS}
-    return {"class": type(model).__name__, "model_type": getattr(config, "model_type", None),
-            "name_or_path": getattr(config, "_name_or_path", "") or "", "dims": dims}
-
-
-def _jsonable(value):
-    if isinstance(value, Budget):
-        return {"budget": value.parameters}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False) -> None:
     """Write the adapter of ``model`` to ``directory`` (each file replaced atomically); a merged model
     writes the files of the unmerged one."""
-    state = state_of(model)
     tensors = adapter_tensors(model, include_regenerable=store_frozen_random)
-    config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "tenpeft_version": __version__,
-        "method": state.method,
-        "hyperparameters": _jsonable({f.name: getattr(state.config, f.name) for f in dataclasses.fields(state.config)}),
-        "targets": [t.name for t in state.targets],
-        "base_model": base_identity(model),
-        "frozen_random_stored": store_frozen_random,
-        "tensors": {n: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "component": c}
-                    for n, (t, c) in tensors.items()},
-        "parameter_report": parameter_report(model).to_dict(),
-    }
+    config = adapter_config(model, tensors, store_frozen_random, parameter_report(model).to_dict())
     unmerged = unmerged_weights(model, [t for t, _ in tensors.values()])  # a merged head's W_0, not W_0 + ΔW
     os.makedirs(directory, exist_ok=True)
     weights = {n: unmerged.get(id(t), t).detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
@@ -86,9 +57,10 @@ _TENSOR_ENTRY = {"shape": [int], "dtype": str, "component": str}
 _CONFIG_SCHEMA = {  # what tenpeft reads from adapter_config.json (format and format_version are checked first)
     "tenpeft_version": str, "method": str, "hyperparameters": dict, "targets": [str], "frozen_random_stored": bool,
     "base_model": {"class": str, "model_type": (str, None), "name_or_path": str,
-                   "dims": {key: (int, None) for key in _DIMS}},
+                   "dims": {key: (int, None) for key in IDENTITY_DIMS}},
     "tensors": _Each(_TENSOR_ENTRY),
 }
+_OPTIONAL_SCHEMA = {"plugins": [str]}  # fields that adapters saved by older tenpeft versions lack
 _KINDS = {dict: "object", list: "list", str: "string", bool: "boolean", int: "int", float: "number", None: "null"}
 
 
@@ -137,7 +109,7 @@ def _load_json(path: str):
 
 def read_adapter_config(directory: str, known_method: bool = True) -> dict:
     """The saved config, its structure checked (one TenpeftError naming the first wrong field), its format
-    version and (if ``known_method``) its method known to this tenpeft."""
+    version and (if ``known_method``) its method known here, else an error naming the plugin modules to import."""
     path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(path):
         raise TenpeftError(f"no {CONFIG_NAME} in {directory!r}: not a tenpeft adapter directory")
@@ -152,19 +124,41 @@ def read_adapter_config(directory: str, known_method: bool = True) -> dict:
     if error is None and config["format_version"] > FORMAT_VERSION:
         raise TenpeftError(f"{path} uses adapter format {config['format_version']} from tenpeft "
                            f"{config.get('tenpeft_version')}; this is tenpeft {__version__}: upgrade tenpeft")
-    error = error or _schema_error(config, _CONFIG_SCHEMA, "")
+    error = error or _schema_error(config, _CONFIG_SCHEMA, "") or next(
+        (e for key, sub in _OPTIONAL_SCHEMA.items() if key in config and (e := _schema_error(config[key], sub, key))),
+        None)
     if error:
         raise TenpeftError(f"{path}: {error}; {fix}")
-    if known_method and config["method"] not in _known_methods():
-        raise TenpeftError(f"{path} was saved by method {config['method']!r} (tenpeft "
-                           f"{config['tenpeft_version']}), unknown to tenpeft {__version__}: upgrade tenpeft "
-                           f"or register that method first")
+    if known_method:
+        _check_method_known(path, config)
     return config
 
 
-def _known_methods():
-    from .methods import METHODS
-    return METHODS
+def _check_method_known(path: str, config: dict) -> None:
+    """The saved method is registered here (installed plugins are loaded to find it), or a TenpeftError
+    naming the plugin modules the adapter was saved with."""
+    try:
+        get_method(config["method"])
+        return
+    except TenpeftError:
+        pass
+    plugins = config.get("plugins") or []
+    if plugins:
+        where = f"registered in module {plugins[0]!r}" if len(plugins) == 1 else \
+            "from plugin modules " + ", ".join(repr(m) for m in plugins)
+        raise TenpeftError(f"{path} was saved by method {config['method']!r} {where}; import "
+                           f"{'it' if len(plugins) == 1 else 'them'} first ({import_hint(plugins)})")
+    raise TenpeftError(f"{path} was saved by method {config['method']!r} (tenpeft {config['tenpeft_version']}), "
+                       f"unknown to tenpeft {__version__}: upgrade tenpeft or register that method first")
+
+
+def _missing_plugins_hint(config: dict) -> str:
+    """A hint for an error while injecting a saved method: its plugin modules not imported here."""
+    missing = [m for m in config.get("plugins") or [] if m not in sys.modules]
+    if not missing:
+        return ""
+    return (f"; the adapter was saved with plugin module(s) {', '.join(repr(m) for m in missing)}, not imported "
+            f"here: import them first ({import_hint(missing)})")
 
 
 def _check_identity(model: nn.Module, saved: dict) -> None:
@@ -172,7 +166,7 @@ def _check_identity(model: nn.Module, saved: dict) -> None:
     mismatches = [f"{key}: adapter {saved.get(key)!r}, model {current[key]!r}"
                   for key in ("class", "model_type") if saved.get(key) != current[key]]
     mismatches += [f"{key}: adapter {saved['dims'].get(key)} vs model {current['dims'][key]}"
-                   for key in _DIMS if saved.get("dims", {}).get(key) != current["dims"][key]]
+                   for key in IDENTITY_DIMS if saved.get("dims", {}).get(key) != current["dims"][key]]
     if mismatches:
         raise TenpeftError("the adapter was saved for another base model (" + "; ".join(mismatches) +
                            f"); load it into a {saved.get('class')} of {saved.get('name_or_path') or 'that size'}")
@@ -219,8 +213,7 @@ def load_adapter(model: nn.Module, directory: str) -> nn.Module:
         raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
-    mine = _jsonable({f.name: getattr(state.config, f.name) for f in dataclasses.fields(state.config)})
-    if config["method"] != state.method or config["hyperparameters"] != mine:
+    if config["method"] != state.method or config["hyperparameters"] != saved_hyperparameters(state.config):
         raise TenpeftError(f"the model carries {state.method} with other settings than the saved "
                            f"{config['method']} adapter; use tenpeft.from_pretrained(base_model, {directory!r})")
     _copy_in(model, _read_weights(directory, config), config.get("frozen_random_stored", False))
@@ -237,7 +230,13 @@ def from_pretrained(model: nn.Module, directory: str) -> nn.Module:
     if set(hyperparameters) - known:
         raise TenpeftError(f"{CONFIG_NAME} has settings {sorted(set(hyperparameters) - known)} that "
                            f"{config['method']} does not take here (saved by tenpeft {config.get('tenpeft_version')})")
-    inject(model, config["method"], **hyperparameters)
+    try:
+        inject(model, config["method"], **hyperparameters)
+    except TenpeftError as err:
+        hint = _missing_plugins_hint(config)
+        if not hint:
+            raise
+        raise TenpeftError(f"{err}{hint}") from None
     try:
         _copy_in(model, weights, config.get("frozen_random_stored", False))
     except BaseException:

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .engine import state_of
+from .state import state_of
 from .errors import TenpeftError
 from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
 

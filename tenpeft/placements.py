@@ -22,7 +22,10 @@ def scaled(t: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class Update(nn.Module):
-    """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``."""
+    """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``.
+
+    An update that reads modules it does not own (factors shared across targets, registered once in
+    the plan's ``shared``) declares them in ``shared_modules()``; a merge then notices when they change."""
 
     in_features: int
     out_features: int
@@ -31,10 +34,13 @@ class Update(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def shared_modules(self) -> tuple[nn.Module, ...]:
+        """The shared modules this update reads besides its own children (default: none)."""
+        return ()
+
     def factor_tensors(self) -> list[torch.Tensor]:
-        """Every tensor the update reads, its own and shared ones (to detect a stale merge)."""
-        shared = [getattr(self, a) for a in ("shared", "bases") if isinstance(getattr(self, a, None), nn.Module)]
-        return [*self.parameters(), *(p for m in shared for p in m.parameters())]
+        """Every parameter the update reads, its own and its shared modules' (to detect a stale merge)."""
+        return [*self.parameters(), *(p for m in self.shared_modules() for p in m.parameters())]
 
 
 class AdapterWrapper(nn.Module):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
-from .engine import state_of
-from .placements import AdapterWrapper
+from .state import adapter_tensors, state_of
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base")
 
@@ -63,35 +61,3 @@ def parameter_report(model: nn.Module) -> ParameterReport:
             report.components[component] += tensor.numel()
     report.base_frozen = sum(p.numel() for p in model.parameters()) - report.trainable - report.frozen_stored
     return report
-
-
-def adapter_tensors(model: nn.Module, include_regenerable: bool = False) -> dict[str, tuple[torch.Tensor, str]]:
-    """Every tensor of the adapter by name, with its component: trainable parameters (shared ones
-    once), frozen parameters stored with the adapter (``frozen_stored``) and, if asked, the frozen
-    random factors rebuilt from the seed (``seed_regenerable``)."""
-    state = state_of(model)
-    head, stored = tuple(f"{name}." for name in state.head), set(state.stored)
-    tensors = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            tensors[name] = (p, state.components.get(name) or (
-                "shared_factors" if name.startswith("tenpeft_shared.") else "head" if name.startswith(head)
-                else "factors"))
-        elif name in stored:
-            tensors[name] = (p, "frozen_stored")
-    if include_regenerable:
-        tensors.update({name: (buf, "seed_regenerable") for name, buf in _regenerable(model)})
-    return tensors
-
-
-def _regenerable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Non-persistent floating buffers of tenpeft modules (frozen random factors), each once."""
-    roots = [n for n, m in model.named_modules() if isinstance(m, AdapterWrapper)] + ["tenpeft_shared"]
-    found = []
-    for name, buf in model.named_buffers():
-        owner_name, _, bname = name.rpartition(".")
-        owner = model.get_submodule(owner_name)
-        if (buf.is_floating_point() and bname in owner._non_persistent_buffers_set
-                and any(name.startswith(root + ".") for root in roots)):
-            found.append((name, buf))
-    return found

@@ -76,7 +76,9 @@ def matrix_shape(rows: int, cols: int, explicit: Mapping[str, Sequence[int]] | N
 
 
 def check_explicit_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
-    """Validate a ``{"ROWSxCOLS": [k1, k2, ...]}`` mapping (product must equal ROWS*COLS)."""
+    """Validate a ``{"ROWSxCOLS": [k1, k2, ...]}`` mapping (product must equal ROWS*COLS), or None."""
+    if not isinstance(shapes or {}, Mapping):
+        raise TenpeftError(f"shapes must map 'ROWSxCOLS' to a list of ints, got {shapes!r}")
     for key, shape in (shapes or {}).items():
         try:
             rows, cols = (int(v) for v in key.split("x"))

@@ -1,7 +1,8 @@
 """Model structure: layers, heads, KV heads, head dim and the Q/K/V/O and FFN linears of a model.
 
-Families are registered by ``config.model_type`` in ``FAMILIES`` (one place); an unknown family
-raises a TenpeftError that says how to name modules by hand or register the family.
+Families are registered by ``config.model_type`` in ``FAMILIES`` (one place; installed plugins are
+loaded when a model_type is not found); an unknown family raises a TenpeftError that says how to
+name modules by hand or register the family.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Sequence
 from torch import nn
 
 from .errors import TenpeftError
+from .plugins import lookup
 
 ATTENTION_ROLES = ("q", "k", "v", "o")
 FFN_ROLES = ("ffn_gate", "ffn_in", "ffn_out")
@@ -128,7 +130,7 @@ def discover(model: nn.Module) -> ModelStructure:
     """Find layers, heads and Q/K/V/O/FFN linears of a known family, or raise a TenpeftError."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    spec = FAMILIES.get(model_type)
+    spec = lookup(FAMILIES, model_type)
     if spec is None:
         raise TenpeftError(
             f"model family {model_type!r} ({type(model).__name__}) is not known to tenpeft (known: "

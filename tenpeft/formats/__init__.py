@@ -6,6 +6,7 @@ A new format is one file defining a :class:`Factorization` subclass, then
 from __future__ import annotations
 
 from ..errors import TenpeftError
+from ..plugins import lookup
 from .base import Budget, Factorization, RankSpec
 from .cp import CP
 from .dense import Dense
@@ -24,11 +25,11 @@ def register_format(name: str, cls: type[Factorization]) -> type[Factorization]:
 
 
 def get_format(name: str) -> type[Factorization]:
-    """The format class registered under ``name``."""
-    try:
-        return FORMATS[name]
-    except (KeyError, TypeError):
-        raise TenpeftError(f"unknown tensor format {name!r}; known formats: {sorted(FORMATS)}") from None
+    """The format class registered under ``name`` (installed plugins are loaded if it is not yet)."""
+    fmt = lookup(FORMATS, name)
+    if fmt is None:
+        raise TenpeftError(f"unknown tensor format {name!r}; known formats: {sorted(FORMATS)}")
+    return fmt
 
 
 __all__ = ["Budget", "CP", "Dense", "FORMATS", "Factorization", "RankSpec", "TT", "Tucker",

@@ -43,6 +43,9 @@ class SharedTensorUpdate(Update):
         self.in_features, self.out_features = ((width, structure.hidden_size) if role == "o"
                                                else (structure.hidden_size, width))
 
+    def shared_modules(self):
+        return (self.shared,)
+
     def _fixed(self):
         fixed = {3: self.layer, 4: self.matrix_index}
         if self.heads != self.shared.shape[2]:

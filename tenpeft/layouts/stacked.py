@@ -42,6 +42,9 @@ class VeraUpdate(Update):
         self.scaling = nn.Parameter(torch.zeros(self.out_features, dtype=self.compute_dtype,
                                                 device=shared.factor_2.device))
 
+    def shared_modules(self):
+        return (self.shared,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.shared  # factor_0 = B (out x r), factor_1 = A^T (in x r), factor_2 = D (L x r)
         b_t = (s.factor_0 * self.scaling[:, None]).t()  # diag(b_l) folded into the r x out side
@@ -77,6 +80,9 @@ class NolaUpdate(Update):
         self.beta = nn.Parameter(torch.empty(k, dtype=self.compute_dtype, device=device))
         if not self.beta.is_meta:
             nn.init.normal_(self.beta, 0.0, 1 / math.sqrt(k))
+
+    def shared_modules(self):
+        return (self.bases,)
 
     def _mixed(self):
         a = torch.einsum("k,kor->or", self.alpha, self.bases.a.tensor)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import TenpeftError
+from ..plugins import lookup
 from .base import BuildContext, Method, MethodConfig, Plan
 from .baselines import BitfitConfig, FullConfig, bitfit_formula, build_bitfit, build_full, full_formula
 from .per_target import (LoraConfig, LorettaRepConfig, build_lora, build_loretta_rep, lora_formula,
@@ -21,7 +22,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("adapter", AdapterConfig, build_serial, serial_formula, "serial"),
     Method("loretta_adp", LorettaAdpConfig, build_serial, serial_formula, "serial"),
     Method("bitfit", BitfitConfig, build_bitfit, bitfit_formula, "base", uses_targets=False),
-    Method("full", FullConfig, build_full, full_formula, "base", uses_targets=False),
+    Method("full", FullConfig, build_full, full_formula, "base", uses_targets=False, trains_norms=True),
 )}
 
 
@@ -32,11 +33,11 @@ def register_method(method: Method) -> Method:
 
 
 def get_method(name: str) -> Method:
-    """The method registered under ``name``."""
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        raise TenpeftError(f"unknown method {name!r}; known methods: {sorted(METHODS)}") from None
+    """The method registered under ``name`` (installed plugins are loaded if it is not yet)."""
+    method = lookup(METHODS, name)
+    if method is None:
+        raise TenpeftError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
+    return method
 
 
 __all__ = ["BuildContext", "METHODS", "Method", "MethodConfig", "Plan", "get_method", "register_method"]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import TenpeftError
+from ..heads import HEAD_MODES
 from ..placements import ParallelUpdate, Update
 from ..structure import ModelStructure, Target
-
-HEAD_MODES = ("dense", "tt", "frozen")
 
 
 @dataclass
@@ -24,8 +23,11 @@ class MethodConfig:
     ffn, all) on a known family. ``target_modules``: names/suffixes (list) or one regex (str)
     instead of roles; ``exclude_modules`` the same form. ``train_norms``: train LayerNorm/RMSNorm.
     ``head``: for task heads, ``dense`` (train it), ``tt`` (square head linear gets a TT update of
-    rank ``head_rank`` over ``head_shape``, default automatic; the rest is trained) or ``frozen``. ``seed``: frozen random factors.
+    rank ``head_rank`` over ``head_shape``, default automatic; the rest is trained) or ``frozen``
+    (the head and norm strategy: ``tenpeft.heads``). ``seed``: frozen random factors.
     ``adapter_dtype``: dtype of adapter factors (``auto`` = the base weight's dtype).
+    ``__post_init__`` checks these fields only; a subclass checks its own in its ``__post_init__``
+    (``super().__post_init__()``, then e.g. ``check_positive(self, "rank")``).
     """
 
     roles: Sequence[str] = ("q", "v")
@@ -44,18 +46,13 @@ class MethodConfig:
         if isinstance(self.roles, str):
             self.roles = (self.roles,)
         self.roles = tuple(self.roles)
-        for name in ("rank", "bottleneck", "num_bases", "head_rank"):
-            value = getattr(self, name, None)
-            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-                raise TenpeftError(f"{name} must be an int >= 1, got {value}")
+        check_positive(self, "head_rank")
         if self.head_shape is not None and not _positive_ints(self.head_shape):
             raise TenpeftError(f"head_shape must be a list of positive ints, got {self.head_shape!r}")
         for name in ("target_modules", "exclude_modules"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str) and not all(isinstance(v, str) for v in value):
                 raise TenpeftError(f"{name} must be a list of module names or one regex string, got {value!r}")
-        if not isinstance(getattr(self, "shapes", None) or {}, Mapping):
-            raise TenpeftError(f"shapes must map 'ROWSxCOLS' to a list of ints, got {self.shapes!r}")
         if self.adapter_dtype != "auto" and not isinstance(getattr(torch, self.adapter_dtype, None), torch.dtype):
             raise TenpeftError(f"adapter_dtype={self.adapter_dtype!r} is not a torch dtype name (or 'auto')")
 
@@ -95,6 +92,15 @@ class Plan:
     stored: list[str] = field(default_factory=list)  # frozen base parameters saved with the adapter
 
 
+def check_positive(config, *names: str) -> None:
+    """For a config's own fields: each named field that holds an int must be >= 1 (other values,
+    e.g. a rank tuple or budget, are left to the format). Call it from the config's ``__post_init__``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise TenpeftError(f"{name} must be an int >= 1, got {value}")
+
+
 def _positive_ints(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
@@ -102,7 +108,9 @@ def _positive_ints(value) -> bool:
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method. ``formula(ctx)`` gives the closed-form trainable count per component."""
+    """A registered method. ``formula(ctx)`` gives the closed-form trainable count per component.
+    ``needs_structure``: needs layers/heads (a known family); ``uses_targets``: selects modules to
+    adapt; ``trains_norms``: its own plan decides about the norms, so ``train_norms`` adds none."""
 
     name: str
     config: type[MethodConfig]
@@ -111,6 +119,7 @@ class Method:
     placement: str  # parallel | serial | base
     needs_structure: bool = False
     uses_targets: bool = True
+    trains_norms: bool = False
 
 
 def parallel_plan(ctx: BuildContext, make_update: Callable[[Target], Update]) -> Plan:

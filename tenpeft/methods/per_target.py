@@ -11,7 +11,7 @@ from ..formats import get_format
 from ..layouts.bottleneck import BottleneckUpdate
 from ..layouts.per_matrix import MatrixUpdate
 from ..shapes import check_explicit_shapes, check_shapes_used, matrix_shape
-from .base import BuildContext, MethodConfig, Plan, parallel_plan, scale_from_alpha
+from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan, scale_from_alpha
 
 
 @dataclass
@@ -22,6 +22,10 @@ class LoraConfig(MethodConfig):
     alpha: float | None = None
     scale: float = 1.0
     format: str = "cp"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "rank")
 
 
 def build_lora(ctx: BuildContext) -> Plan:
@@ -67,6 +71,7 @@ class LorettaRepConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_positive(self, "rank", "bottleneck")
         check_explicit_shapes(self.shapes)
 
 

@@ -9,7 +9,7 @@ from ..errors import TenpeftError
 from ..layouts.bottleneck import TensorizedLinear
 from ..placements import ACTIVATIONS, SerialAdapter
 from ..shapes import check_explicit_shapes, check_shapes_used
-from .base import BuildContext, MethodConfig, Plan
+from .base import BuildContext, MethodConfig, Plan, check_positive
 from .per_target import tensorized_count
 
 
@@ -27,6 +27,7 @@ class AdapterConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_positive(self, "bottleneck", "rank")
         if self.activation not in ACTIVATIONS:
             raise TenpeftError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
         check_explicit_shapes(self.shapes)

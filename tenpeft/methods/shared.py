@@ -9,7 +9,7 @@ from ..errors import TenpeftError
 from ..formats import RankSpec, get_format
 from ..layouts.shared import SharedTensorUpdate, shared_tensor_shape
 from ..structure import ATTENTION_ROLES
-from .base import BuildContext, MethodConfig, Plan, parallel_plan
+from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan
 
 
 @dataclass
@@ -24,6 +24,10 @@ class LortaConfig(MethodConfig):
     format: str = "cp"
     scale: float = 1.0
     zero_factor: str | None = "default"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "rank")
 
 
 @dataclass

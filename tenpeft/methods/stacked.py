@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import TenpeftError
 from ..layouts.stacked import NolaBases, NolaUpdate, VeraUpdate, vera_shared
-from .base import BuildContext, MethodConfig, Plan, parallel_plan
+from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan
 
 
 def _role_groups(ctx: BuildContext) -> dict[str, tuple[int, int]]:
@@ -45,6 +45,10 @@ class VeraConfig(MethodConfig):
     rank: int = 256
     d_init: float = 0.1
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "rank")
+
 
 def build_vera(ctx: BuildContext) -> Plan:
     c, layers = ctx.config, _num_layers(ctx)
@@ -72,6 +76,10 @@ class NolaConfig(MethodConfig):
     rank: int = 8
     num_bases: int = 64
     scale: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "rank", "num_bases")
 
 
 def build_nola(ctx: BuildContext) -> Plan:
