@@ -78,6 +78,7 @@ CASES = {
     "--set unknown method": ([], ["--set", "lorra.alpha=16"], "method 'lorra' is not in this study"),
     "--set unknown key": ([], ["--set", "lora.rnak=4"], "rnak"),
     "unknown PEFT method": ([], ["--methods", "peft:nosuch"], "PEFT has no method 'nosuch' (peft:nosuch); its methods:"),
+    "--import unknown module": ([], ["--import", "no_such_plugin_module"], "cannot import plugin module 'no_such_plugin_module'"),
     "--set without a key": ([], ["--set", "alpha=16"], "write METHOD.KEY=VALUE"),
     "model path": ([], ["--model", "no/such/model/dir"], "model 'no/such/model/dir'"),
     "--max-length": ([], ["--max-length", "1000"], "--max-length 1000 exceeds the 512 positions of tiny-bert"),

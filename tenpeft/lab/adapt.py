@@ -8,6 +8,7 @@ from tenpeft.engine import inject
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.baselines import NAMED, PREFIX, Baseline, get_baseline, is_baseline
 from tenpeft.methods import METHODS
+from tenpeft.plugins import lookup
 from tenpeft.report import parameter_report
 
 
@@ -16,9 +17,14 @@ def known_methods() -> list[str]:
     return sorted(METHODS) + sorted(NAMED) + [f"{PREFIX}<type>"]
 
 
+def _tenpeft_method(method: str):
+    """The registered tenpeft method ``method`` (installed plugins loaded if needed), or None."""
+    return lookup(METHODS, method)
+
+
 def is_known(method: str) -> bool:
     """Whether a run accepts ``method`` (a ``peft:<type>`` is checked against PEFT when built)."""
-    return method in METHODS or is_baseline(method)
+    return _tenpeft_method(method) is not None or is_baseline(method)
 
 
 def rank_arg(method: str) -> str | None:
@@ -26,10 +32,10 @@ def rank_arg(method: str) -> str | None:
     is unknown: the checks before training say so)."""
     if not is_known(method):
         return None
-    if method in METHODS:
+    if _tenpeft_method(method) is not None:
         import dataclasses
 
-        return "rank" if "rank" in {f.name for f in dataclasses.fields(METHODS[method].config)} else None
+        return "rank" if "rank" in {f.name for f in dataclasses.fields(_tenpeft_method(method).config)} else None
     return get_baseline(method).rank_arg
 
 
@@ -46,7 +52,7 @@ def _peft_config(baseline: Baseline, args: dict, decoder: bool):
 
 def apply_method(model: nn.Module, method: str, args: dict, *, decoder: bool) -> nn.Module:
     """Adapt ``model`` in place (tenpeft) or wrap it (PEFT); returns the model to train."""
-    if method in METHODS:
+    if _tenpeft_method(method) is not None:
         if decoder and "head" not in args:
             args = {**args, "head": "frozen"}  # an LM has no task head to train
         return inject(model, method, **args)

@@ -45,6 +45,15 @@ NAMED = {b.name: b for b in (
 )}
 
 
+def register_baseline(baseline: Baseline) -> Baseline:
+    """Add a named baseline (e.g. a PEFT method with other defaults) for the study scripts."""
+    if not isinstance(baseline, Baseline) or baseline.name.startswith(PREFIX):
+        raise TenpeftError(f"register a Baseline whose name does not start with {PREFIX!r} (that prefix names "
+                           f"PEFT's own methods); got {baseline!r}")
+    NAMED[baseline.name] = baseline
+    return baseline
+
+
 def _peft_types() -> dict:
     try:
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tenpeft.errors import TenpeftError
+from tenpeft.plugins import import_plugins
 from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
@@ -95,7 +96,26 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
     p.add_argument("--figures-dir", default="figures")
     p.add_argument("--paper", action="store_true", help="the paper's full settings (hours on a GPU)")
     p.add_argument("--no-progress", action="store_true")
+    add_import_flag(p)
     return p
+
+
+class _ImportNow(argparse.Action):
+    """``--import MODULE``: import it while the command line is read, so the methods, formats and
+    families it registers are known to everything after (the grid, the checks, the runs)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        try:
+            import_plugins([value])
+        except TenpeftError as err:
+            parser.error(str(err))
+        getattr(namespace, self.dest).append(value)
+
+
+def add_import_flag(parser: argparse.ArgumentParser) -> None:
+    """The repeatable ``--import MODULE`` flag (user methods, formats, families; see tenpeft.plugins)."""
+    parser.add_argument("--import", dest="imports", action=_ImportNow, default=[], metavar="MODULE",
+                        help="import a module that registers methods, formats or model families (repeatable)")
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:
