@@ -8,13 +8,14 @@ import tenpeft
 from tenpeft import MethodConfig
 from tenpeft.methods.per_target import LoraConfig, LorettaRepConfig
 from tenpeft.methods.serial import AdapterConfig, LorettaAdpConfig
-from tenpeft.methods.shared import LortaConfig, LortaTTConfig, LortaTuckerConfig
+from tenpeft.methods.shared import LortaConfig, LortaTTConfig, LortaTuckerConfig, SharedFFNConfig
 from tenpeft.methods.stacked import NolaConfig, VeraConfig
 
 OWNED = [(LoraConfig, "rank"), (LorettaRepConfig, "rank"), (LorettaRepConfig, "bottleneck"),
          (AdapterConfig, "rank"), (AdapterConfig, "bottleneck"), (LorettaAdpConfig, "rank"),
          (LorettaAdpConfig, "bottleneck"),
-         (LortaConfig, "rank"), (LortaTuckerConfig, "rank"), (LortaTTConfig, "rank"), (VeraConfig, "rank"),
+         (LortaConfig, "rank"), (LortaTuckerConfig, "rank"), (LortaTTConfig, "rank"), (SharedFFNConfig, "rank"),
+         (VeraConfig, "rank"),
          (NolaConfig, "rank"), (NolaConfig, "num_bases")]
 
 

@@ -1,70 +1,143 @@
-"""Shared attention tensor (LoRTA): every attention update of the model is one 5th-order tensor
-``T (d x d_H x H x L x M)`` (model dim, head dim, heads, layers, matrix type).
+"""Shared tensor layout: the updates of a group of matrix types across all layers are slices of one
+factorized tensor, so the group's factors are stored and trained once.
 
-Head ``h`` of matrix ``m`` in layer ``l`` is ``T[:, :, h, l, m]`` (d x d_H). For Q, K, V the head
-mode sits on the output rows of ``ΔW`` (rows ``h*d_H .. (h+1)*d_H``); for O on the input columns.
-Grouped-query attention: K/V head ``g`` uses the head-mode slice of query head ``g * H / H_kv``,
-the first query head of the group that attends with it. No ``ΔW`` is ever built in forward: the
-factors other than the model-dim one are contracted to a small ``(b, heads * d_H)`` matrix ``S``
-(``b`` the model-dim factor's bond), then the input goes through two row-major matmuls.
+Every matrix of the group has one side of size ``d`` (the model dim) and one other side. The group
+tensor is
+
+* with a head mode (attention, LoRTA): ``T (d x d_H x H x L x M)`` (model dim, head dim, heads,
+  layers, matrix types); head ``h`` of type ``m`` in layer ``l`` is ``T[:, :, h, l, m]`` (d x d_H);
+* without (any group whose other sides share one width ``n``, e.g. the FFN's ``d_ff``):
+  ``T (d x n x L x M)``; type ``m`` in layer ``l`` is ``T[:, :, l, m]`` (d x n).
+
+Orientation: for the roles with the model dim on the input (q, k, v, ffn_gate, ffn_in)
+``ΔW_{l,m} = T_{l,m}^T`` (other x d: the head mode on the output rows ``h*d_H .. (h+1)*d_H``); for
+those with it on the output (o, ffn_out) ``ΔW_{l,m} = T_{l,m}`` (d x other: heads on the input
+columns). Grouped-query attention: K/V head ``g`` uses the head-mode slice of query head
+``g * H / H_kv``, the first query head of the group that attends with it. No ``ΔW`` is built in
+forward: the factors other than the model-dim one are contracted to a small ``(b, other)`` matrix
+``S`` (``b`` the model-dim factor's bond), then the input goes through two row-major matmuls.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 
+from ..errors import TenpeftError
 from ..placements import Update, scaled
-from ..structure import ModelStructure
+from ..structure import ATTENTION_ROLES, ROLE_ALIASES, ModelStructure, Target
 
 OUTPUT_HEAD_ROLES = ("q", "k", "v")
+MODEL_INPUT_ROLES = ("q", "k", "v", "ffn_gate", "ffn_in")  # ΔW (other x d)
+MODEL_OUTPUT_ROLES = ("o", "ffn_out")  # ΔW (d x other)
+
+
+@dataclass(frozen=True)
+class SharedGroup:
+    """One group's tensor: ``shape`` (see the module docstring), the matrix types in M order and
+    whether it has a head mode."""
+
+    shape: tuple[int, ...]
+    types: tuple[str, ...]
+    head_mode: bool
 
 
 def shared_tensor_shape(structure: ModelStructure, matrix_types: int) -> tuple[int, int, int, int, int]:
-    """``(d, d_H, H, L, M)`` for a model."""
+    """``(d, d_H, H, L, M)`` for a model (the attention group)."""
     s = structure
     return (s.hidden_size, s.head_dim, s.num_heads, s.num_layers, matrix_types)
 
 
+def _other_width(target: Target, structure: ModelStructure) -> int:
+    """The side of ``target`` that is not the model dim (checked to be ``d`` on the other side)."""
+    if target.role not in MODEL_INPUT_ROLES + MODEL_OUTPUT_ROLES or target.layer is None:
+        raise TenpeftError(f"{target.name} (role {target.role!r}) cannot join a shared tensor: it needs a "
+                           f"role of a known family, one of {ROLE_ALIASES['all']}")
+    model_in = target.role in MODEL_INPUT_ROLES
+    model_side, other = ((target.in_features, target.out_features) if model_in
+                         else (target.out_features, target.in_features))
+    if model_side != structure.hidden_size:
+        side = "inputs" if model_in else "outputs"
+        raise TenpeftError(f"{target.name} has {model_side} {side}, not the model dim {structure.hidden_size}; "
+                           f"it cannot join a shared tensor")
+    return other
+
+
+def shared_group(structure: ModelStructure, targets: Sequence[Target], head_mode: bool) -> SharedGroup:
+    """The shared tensor of ``targets`` (types in q, k, v, o, ffn_gate, ffn_in, ffn_out order), or a
+    TenpeftError naming what cannot share it: with ``head_mode`` only Q/K/V/O; without, every
+    matrix's other side must have one width."""
+    roles = {t.role for t in targets}
+    if head_mode:
+        bad = sorted(roles - set(ATTENTION_ROLES))
+        if bad:
+            raise TenpeftError(f"the shared attention tensor holds Q/K/V/O updates only; targets of type {bad} "
+                               f"cannot join it (use roles from {ATTENTION_ROLES}, or a shared tensor without a "
+                               f"head mode such as shared_ffn for the FFN)")
+    widths = {t.role: _other_width(t, structure) for t in targets}
+    types = tuple(r for r in ROLE_ALIASES["all"] if r in roles)
+    if head_mode:
+        return SharedGroup(shared_tensor_shape(structure, len(types)), types, True)
+    if len(set(widths.values())) > 1:
+        raise TenpeftError(f"one shared tensor (d x n x L x M) needs one width n for the non-model side of every "
+                           f"matrix, but the roles give {dict(sorted(widths.items()))}; share each width in its own "
+                           f"method (e.g. lorta for attention, shared_ffn for the FFN)")
+    width = next(iter(widths.values()))
+    return SharedGroup((structure.hidden_size, width, structure.num_layers, len(types)), types, False)
+
+
 class SharedTensorUpdate(Update):
     """The update of one (layer, matrix type) read from a shared factorized tensor (not owned here:
-    the shared tensor is registered once on the model and referenced by every update)."""
+    the shared tensor is registered once on the model and referenced by every update).
+    ``head_mode``: the tensor is ``(d, d_H, H, L, M)``, else ``(d, n, L, M)``."""
 
     def __init__(self, shared, structure: ModelStructure, role: str, layer: int, matrix_index: int,
-                 scale: float = 1.0):
+                 scale: float = 1.0, head_mode: bool = True):
         super().__init__()
         object.__setattr__(self, "shared", shared)  # a reference, not a child: stored once
         self.role, self.layer, self.matrix_index, self.scale = role, layer, matrix_index, scale
         self.compute_dtype = next(iter(shared.factors().values())).dtype
-        heads = structure.num_heads if role in ("q", "o") else structure.num_kv_heads
-        group = structure.num_heads // structure.num_kv_heads
-        self.heads, self.head_dim = heads, structure.head_dim
-        self.register_buffer("head_index", torch.arange(heads) * (group if heads != structure.num_heads else 1),
-                             persistent=False)
-        width = heads * structure.head_dim
-        self.in_features, self.out_features = ((width, structure.hidden_size) if role == "o"
-                                               else (structure.hidden_size, width))
+        self.model_in = role in MODEL_INPUT_ROLES
+        self.head_mode = head_mode
+        if head_mode:
+            heads = structure.num_heads if role in ("q", "o") else structure.num_kv_heads
+            group = structure.num_heads // structure.num_kv_heads
+            self.heads, self.head_dim = heads, structure.head_dim
+            self.register_buffer("head_index", torch.arange(heads) * (group if heads != structure.num_heads else 1),
+                                 persistent=False)
+            self.other_shape, self.other_modes, self.index_modes = (heads, structure.head_dim), (2, 1), (3, 4)
+        else:
+            self.other_shape, self.other_modes, self.index_modes = (shared.shape[1],), (1,), (2, 3)
+        width = math.prod(self.other_shape)
+        self.in_features, self.out_features = ((structure.hidden_size, width) if self.model_in
+                                               else (width, structure.hidden_size))
 
     def shared_modules(self):
         return (self.shared,)
 
     def _fixed(self):
-        fixed = {3: self.layer, 4: self.matrix_index}
-        if self.heads != self.shared.shape[2]:
+        fixed = dict(zip(self.index_modes, (self.layer, self.matrix_index)))
+        if self.head_mode and self.heads != self.shared.shape[2]:
             fixed[2] = self.head_index
         return fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = self.shared.mode_split(0, (2, 1), self._fixed())
-        if split is not None:  # T = F_d S: (x @ F_d) @ S for Q/K/V, (x @ S^T) @ F_d^T for O, row-major
+        split = self.shared.mode_split(0, self.other_modes, self._fixed())
+        if split is not None:  # T = F_d S: (x @ F_d) @ S (model dim in), (x @ S^T) @ F_d^T (out), row-major
             f_d, small = split
-            small = scaled(small.flatten(1), self.scale)  # (b, heads * d_H): scale the small side
-            return (x @ f_d) @ small if self.role in OUTPUT_HEAD_ROLES else (x @ small.t()) @ f_d.t()
-        if self.role in OUTPUT_HEAD_ROLES:
-            y = self.shared.contract(x, (0,), (2, 1), self._fixed())
-            return scaled(y.flatten(-2), self.scale)
-        x = x.unflatten(-1, (self.heads, self.head_dim))
-        return scaled(self.shared.contract(x, (2, 1), (0,), self._fixed()), self.scale)
+            small = scaled(small.flatten(1), self.scale)  # (b, other): scale the small side
+            return (x @ f_d) @ small if self.model_in else (x @ small.t()) @ f_d.t()
+        if self.model_in:
+            y = self.shared.contract(x, (0,), self.other_modes, self._fixed())
+            return scaled(y.flatten(y.dim() - len(self.other_modes)), self.scale)
+        x = x.unflatten(-1, self.other_shape)
+        return scaled(self.shared.contract(x, self.other_modes, (0,), self._fixed()), self.scale)
 
     def delta_weight(self) -> torch.Tensor:
-        if self.role in OUTPUT_HEAD_ROLES:
-            return self.shared.contract(None, (), (2, 1, 0), self._fixed()).flatten(0, 1) * self.scale
-        return self.shared.contract(None, (), (0, 2, 1), self._fixed()).flatten(1, 2) * self.scale
+        if self.model_in:
+            delta = self.shared.contract(None, (), (*self.other_modes, 0), self._fixed())
+            return delta.reshape(self.out_features, self.in_features) * self.scale
+        delta = self.shared.contract(None, (), (0, *self.other_modes), self._fixed())
+        return delta.reshape(self.out_features, self.in_features) * self.scale

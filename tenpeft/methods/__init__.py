@@ -8,7 +8,8 @@ from .baselines import BitfitConfig, FullConfig, bitfit_formula, build_bitfit, b
 from .per_target import (LoraConfig, LorettaRepConfig, build_lora, build_loretta_rep, lora_formula,
                          loretta_rep_formula)
 from .serial import AdapterConfig, LorettaAdpConfig, build_serial, serial_formula
-from .shared import LortaConfig, LortaTTConfig, LortaTuckerConfig, build_shared, shared_formula
+from .shared import (LortaConfig, LortaTTConfig, LortaTuckerConfig, SharedFFNConfig, SharedTensorConfig, build_shared,
+                     shared_formula)
 from .stacked import NolaConfig, VeraConfig, build_nola, build_vera, nola_formula, vera_formula
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -19,6 +20,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lorta", LortaConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("lorta_tucker", LortaTuckerConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("lorta_tt", LortaTTConfig, build_shared, shared_formula, "parallel", needs_structure=True),
+    Method("shared_ffn", SharedFFNConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("adapter", AdapterConfig, build_serial, serial_formula, "serial"),
     Method("loretta_adp", LorettaAdpConfig, build_serial, serial_formula, "serial"),
     Method("bitfit", BitfitConfig, build_bitfit, bitfit_formula, "base", uses_targets=False),
@@ -40,4 +42,5 @@ def get_method(name: str) -> Method:
     return method
 
 
-__all__ = ["BuildContext", "METHODS", "Method", "MethodConfig", "Plan", "get_method", "register_method"]
+__all__ = ["BuildContext", "METHODS", "Method", "MethodConfig", "Plan", "SharedTensorConfig", "build_shared", "get_method",
+           "register_method", "shared_formula"]
