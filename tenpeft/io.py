@@ -213,11 +213,23 @@ def load_adapter(model: nn.Module, directory: str) -> nn.Module:
         raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
-    if config["method"] != state.method or config["hyperparameters"] != saved_hyperparameters(state.config):
+    if config["method"] != state.method or not _same_settings(config["hyperparameters"], state.config):
         raise TenpeftError(f"the model carries {state.method} with other settings than the saved "
                            f"{config['method']} adapter; use tenpeft.from_pretrained(base_model, {directory!r})")
     _copy_in(model, _read_weights(directory, config), config.get("frozen_random_stored", False))
     return model
+
+
+def _same_settings(saved: dict, config) -> bool:
+    """The saved hyperparameters are ``config``'s; a field the file lacks (added to the method after
+    it was saved) must hold its default."""
+    current = saved_hyperparameters(config)
+    try:
+        defaults = saved_hyperparameters(type(config)())
+    except (TypeError, TenpeftError):  # a config without defaults: every field must be in the file
+        defaults = {}
+    return set(saved) <= set(current) and all(
+        saved[k] == v if k in saved else k in defaults and defaults[k] == v for k, v in current.items())
 
 
 def from_pretrained(model: nn.Module, directory: str) -> nn.Module:

@@ -64,15 +64,22 @@ def matrix_shape(rows: int, cols: int, explicit: Mapping[str, Sequence[int]] | N
     key ``"{cols}x{rows}"``, so the paper's in x out notation works too) if given, else
     ``factorize(rows)`` ascending then ``factorize(cols)`` descending (the LoRETTA layout:
     768x8 -> [8, 8, 12, 8], 8x768 -> [8, 12, 8, 8], 768x64 -> [8, 8, 12, 8, 8])."""
+    shape = explicit_shape(rows, cols, explicit)
+    return shape if shape is not None else factorize(rows, target) + tuple(reversed(factorize(cols, target)))
+
+
+def explicit_shape(rows: int, cols: int, explicit: Mapping[str, Sequence[int]] | None) -> tuple[int, ...] | None:
+    """``explicit["{rows}x{cols}"]`` (or ``"{cols}x{rows}"``), checked to have product ``rows * cols``;
+    None if neither key is given."""
     key = next((k for k in (f"{rows}x{cols}", f"{cols}x{rows}") if explicit and k in explicit), None)
-    if key is not None:
-        shape = tuple(int(k) for k in explicit[key])
-        if math.prod(shape) != rows * cols or min(shape, default=0) < 1:
-            raise TenpeftError(
-                f"tensor shape {list(shape)} for the {key} matrix has product {math.prod(shape)}, "
-                f"not {rows * cols}; give positive factors whose product is {rows}*{cols}")
-        return shape
-    return factorize(rows, target) + tuple(reversed(factorize(cols, target)))
+    if key is None:
+        return None
+    shape = tuple(int(k) for k in explicit[key])
+    if math.prod(shape) != rows * cols or min(shape, default=0) < 1:
+        raise TenpeftError(
+            f"tensor shape {list(shape)} for the {key} matrix has product {math.prod(shape)}, "
+            f"not {rows * cols}; give positive factors whose product is {rows}*{cols}")
+    return shape
 
 
 def check_explicit_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
@@ -94,3 +101,15 @@ def check_shapes_used(shapes: Mapping[str, Sequence[int]] | None, matrices: set[
     if unused:
         raise TenpeftError(f"shapes given for {unused} match no tensorized matrix of this injection; "
                            f"its matrices are {sorted({f'{r}x{c}' for r, c in matrices})}")
+
+
+def row_modes(shape: Sequence[int], rows: int) -> int:
+    """How many leading modes of ``shape`` (a row-major view of a ``rows x cols`` matrix) index the
+    rows: the shortest prefix whose product is ``rows``; a TenpeftError if none is."""
+    product = 1
+    for k, n in enumerate(shape):
+        product *= n
+        if product == rows and k + 1 < len(shape):
+            return k + 1
+    raise TenpeftError(f"tensor shape {list(shape)} does not split into row modes of product {rows} followed by "
+                       f"column modes: list the output (row) factors first, then the input (column) factors")

@@ -4,7 +4,9 @@ A format describes a tensor ``T`` of shape ``(n_1, ..., n_d)`` by
 
 * ``factor_shapes(shape, ranks)``: the name and shape of every factor;
 * ``network(shape, ranks)``: for every factor, the labels of its axes. Labels ``0..d-1`` are the
-  tensor's modes (each carried by exactly one factor); larger labels are bonds summed over;
+  tensor's modes (each carried by exactly one factor; a factor may carry several, e.g. a Kronecker
+  factor ``A (o_1 x i_1)``); larger labels are bonds summed over (a bond may join any number of
+  factors: CP's rank label joins all ``d``); checked at construction (``check_network``);
 * ``count(shape, ranks)``: the closed-form parameter count;
 * ``summed_terms(ranks)``: how many products add up in one entry of ``T`` (used by the init rule).
 
@@ -73,7 +75,7 @@ class Factorization(nn.Module):
         self.shape = validate_shape(shape)
         self.ranks = self.resolve_rank(self.shape, rank)
         self.seed = int(seed)
-        shapes = self.factor_shapes(self.shape, self.ranks)
+        shapes = self.check_network(self.shape, self.ranks)
         zero = self.default_zero_factor(self.shape) if zero_factor == "default" else zero_factor
         unknown = [n for n in (*frozen, *([zero] if zero else [])) if n not in shapes]
         if unknown:
@@ -112,6 +114,33 @@ class Factorization(nn.Module):
     @classmethod
     def count(cls, shape, ranks) -> int:
         raise NotImplementedError
+
+    @classmethod
+    def check_network(cls, shape, ranks) -> dict[str, tuple[int, ...]]:
+        """``factor_shapes`` checked against ``network``: the same factors, one label per axis, each
+        mode carried by exactly one factor with its size, a bond of one size in every factor it
+        joins; a TenpeftError naming the first fault (a format bug, not a user error)."""
+        shapes, network, d = cls.factor_shapes(shape, ranks), cls.network(shape, ranks), len(shape)
+        where = f"format {cls.format_name or cls.__name__!r} on shape {list(shape)}"
+        if [name for name, _ in network] != list(shapes):
+            raise TenpeftError(f"{where}: network() names {[n for n, _ in network]}, factor_shapes() {list(shapes)}")
+        sizes, carriers = {}, {m: 0 for m in range(d)}
+        for name, axes in network:
+            if len(axes) != len(shapes[name]):
+                raise TenpeftError(f"{where}: factor {name!r} has {len(shapes[name])} axes but {len(axes)} labels")
+            for label, n in zip(axes, shapes[name]):
+                if label == _BATCH or label < 0:
+                    raise TenpeftError(f"{where}: factor {name!r} uses the reserved label {label}")
+                if sizes.setdefault(label, n) != n:
+                    raise TenpeftError(f"{where}: bond {label} has size {n} in {name!r}, {sizes[label]} elsewhere")
+                if label < d:
+                    carriers[label] += 1
+                    if n != shape[label]:
+                        raise TenpeftError(f"{where}: factor {name!r} gives mode {label} size {n}, not {shape[label]}")
+        bad = [m for m, k in carriers.items() if k != 1]
+        if bad:
+            raise TenpeftError(f"{where}: modes {bad} must each be carried by exactly one factor")
+        return shapes
 
     @classmethod
     def summed_terms(cls, ranks) -> int:

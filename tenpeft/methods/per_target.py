@@ -10,32 +10,45 @@ import torch
 from ..formats import get_format
 from ..layouts.bottleneck import BottleneckUpdate
 from ..layouts.per_matrix import MatrixUpdate
-from ..shapes import check_explicit_shapes, check_shapes_used, matrix_shape
+from ..shapes import check_explicit_shapes, check_shapes_used, explicit_shape, matrix_shape
 from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan, scale_from_alpha
 
 
 @dataclass
 class LoraConfig(MethodConfig):
-    """LoRA: ``ΔW = (alpha/rank) B A`` (CP of the matrix). ``format`` may be any registered format."""
+    """LoRA: ``ΔW = (alpha/rank) B A`` (CP of the matrix). ``format`` may be any registered format.
+    ``shapes={"OUTxIN": [o_1, .., i_1, ..]}`` tensorizes the matrices of that size: ``ΔW`` is the
+    row-major view of a tensor of that shape (row factors first, product ``OUT``, then column
+    factors), held in ``format``; other sizes stay ``(out, in)``."""
 
     rank: int = 8
     alpha: float | None = None
     scale: float = 1.0
     format: str = "cp"
+    shapes: Mapping[str, Sequence[int]] | None = None
 
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "rank")
+        check_explicit_shapes(self.shapes)
+
+
+def _lora_shape(c: LoraConfig, target) -> tuple[int, ...]:
+    """The tensor ``ΔW`` of ``target`` is viewed as: ``shapes``' entry for its size, else ``(out, in)``."""
+    shape = explicit_shape(target.out_features, target.in_features, c.shapes)
+    return shape if shape is not None else (target.out_features, target.in_features)
 
 
 def build_lora(ctx: BuildContext) -> Plan:
     c = ctx.config
     scale = scale_from_alpha(c.alpha, c.rank, c.scale)
+    check_shapes_used(c.shapes, {(t.out_features, t.in_features) for t in ctx.targets})
 
     def make(target):
-        if c.format != "cp":
+        shape = _lora_shape(c, target)
+        if c.format != "cp" or len(shape) != 2:
             return MatrixUpdate(target.in_features, target.out_features, c.format, c.rank, scale=scale,
-                                **ctx.placement(target))
+                                shape=shape, **ctx.placement(target))
         # PEFT's LoRA init: B = factor_0 (out x r) zero, A^T = factor_1 ~ U(-1/sqrt(in), 1/sqrt(in))
         update = MatrixUpdate(target.in_features, target.out_features, "cp", c.rank, scale=scale,
                               zero_factor="factor_0", **ctx.placement(target))
@@ -53,7 +66,7 @@ def lora_formula(ctx: BuildContext) -> dict[str, int]:
     fmt = get_format(ctx.config.format)
     total = 0
     for t in ctx.targets:
-        shape = (t.out_features, t.in_features)
+        shape = _lora_shape(ctx.config, t)
         total += fmt.count(shape, fmt.resolve_rank(shape, ctx.config.rank))
     return {"factors": total}
 
