@@ -1,10 +1,13 @@
-"""Model sizes from the papers, built on the meta device: parameter counts without weights."""
+"""Model sizes from the papers, and the one model builder (encoder or decoder by ``FamilySpec``)."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import transformers
 
 from .errors import TenpeftError
+from .structure import is_decoder
 
 # name -> (transformers config class, arguments)
 PRESETS = {
@@ -18,7 +21,6 @@ PRESETS = {
                                      "tie_word_embeddings": True}),
     "gpt2": ("GPT2Config", {}),
 }
-ENCODERS = ("bert", "roberta", "deberta-v2")
 TASKS = {"seq-cls": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM", "base": "AutoModel"}
 
 
@@ -30,15 +32,35 @@ def preset_config(name: str):
     return getattr(transformers, cls)(**kwargs)
 
 
-def build_on_meta(config, task: str = "auto"):
-    """The model for ``config`` on the meta device: a classifier for encoders, an LM for decoders
-    (``task`` overrides: seq-cls, causal-lm or base)."""
+def resolve_task(config, task: str = "auto") -> str:
+    """``task``, or for ``auto`` the family's: ``causal-lm`` for decoders, ``seq-cls`` for encoders
+    (``tenpeft.structure.is_decoder``)."""
     if task == "auto":
-        task = "seq-cls" if config.model_type in ENCODERS else "causal-lm"
+        return "causal-lm" if is_decoder(config) else "seq-cls"
+    if task not in TASKS:
+        raise TenpeftError(f"unknown task {task!r}; tasks: auto, {', '.join(TASKS)}")
+    return task
+
+
+def model_class(config, task: str = "auto"):
+    """The transformers Auto class that builds ``config``'s model for ``task`` (see ``resolve_task``)."""
+    return getattr(transformers, TASKS[resolve_task(config, task)])
+
+
+def build_model(config, task: str = "auto", device=None):
+    """A random-init model for ``config``: a sequence classifier for encoders, a causal LM for
+    decoders (``task`` overrides: seq-cls, causal-lm or base), on ``device`` (e.g. ``"meta"``: no
+    weights). A classifier without ``num_labels`` gets 2. The one builder of the CLI, lab and tests."""
+    task = resolve_task(config, task)
     if task == "seq-cls" and not getattr(config, "num_labels", None):
         config.num_labels = 2
     try:
-        with torch.device("meta"):
-            return getattr(transformers, TASKS[task]).from_config(config)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return model_class(config, task).from_config(config)
     except ValueError as err:
         raise TenpeftError(f"cannot build a {task} model for {config.model_type!r}: {err}") from None
+
+
+def build_on_meta(config, task: str = "auto"):
+    """``build_model`` on the meta device: parameter counts without weights."""
+    return build_model(config, task, device="meta")

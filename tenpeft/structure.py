@@ -6,9 +6,10 @@ name modules by hand or register the family.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -25,36 +26,78 @@ class FamilySpec:
     """Where a family keeps its blocks: ``layer_pattern`` matches the end of a layer module's name
     (one group: the layer index); ``roles`` maps a role to the linear's name inside the layer;
     ``fused_qkv`` names one linear whose output rows are three contiguous blocks [Q | K | V]
-    (GPT-2's ``c_attn``; not GPT-NeoX's per-head interleaving)."""
+    (GPT-2's ``c_attn``; not GPT-NeoX's per-head interleaving). ``decoder``: a causal LM family
+    (built as ``AutoModelForCausalLM``; encoders as sequence classifiers). ``tiny``: a zero-argument
+    callable returning a tiny random-init test config of the family (None: none)."""
 
     layer_pattern: str
     roles: dict[str, str]
     fused_qkv: str | None = None
+    decoder: bool = False
+    tiny: Callable[[], Any] | None = None
 
 
+def tiny_config(config_class: str, **kwargs) -> Callable[[], Any]:
+    """A ``FamilySpec.tiny``: builds ``transformers.<config_class>(**kwargs)`` when called."""
+    return functools.partial(_make_config, config_class, **kwargs)
+
+
+def _make_config(config_class: str, **kwargs):
+    import transformers
+
+    return getattr(transformers, config_class)(**kwargs)
+
+
+_TINY_ENCODER = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=101,
+                     max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+_TINY_DECODER = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=64, vocab_size=101, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                     eos_token_id=2)
 _BERT_LIKE = dict(layer_pattern=r"encoder\.layer\.(\d+)", roles={
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
     "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"})
-_LLAMA_LIKE = FamilySpec(r"layers\.(\d+)", {
+_LLAMA_LIKE = dict(layer_pattern=r"layers\.(\d+)", roles={
     "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_in": "mlp.up_proj", "ffn_out": "mlp.down_proj"})
+    "ffn_gate": "mlp.gate_proj", "ffn_in": "mlp.up_proj", "ffn_out": "mlp.down_proj"}, decoder=True)
 
 FAMILIES: dict[str, FamilySpec] = {
-    "bert": FamilySpec(**_BERT_LIKE),
-    "roberta": FamilySpec(**_BERT_LIKE),
+    "bert": FamilySpec(**_BERT_LIKE, tiny=tiny_config("BertConfig", **_TINY_ENCODER)),
+    "roberta": FamilySpec(**_BERT_LIKE, tiny=tiny_config("RobertaConfig", **_TINY_ENCODER, pad_token_id=1)),
     "deberta-v2": FamilySpec(r"encoder\.layer\.(\d+)", {
         "q": "attention.self.query_proj", "k": "attention.self.key_proj",
         "v": "attention.self.value_proj", "o": "attention.output.dense",
-        "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}),
-    "llama": _LLAMA_LIKE, "mistral": _LLAMA_LIKE, "qwen2": _LLAMA_LIKE, "qwen3": _LLAMA_LIKE,
+        "ffn_in": "intermediate.dense", "ffn_out": "output.dense"},
+        tiny=tiny_config("DebertaV2Config", **_TINY_ENCODER, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                         position_buckets=8, max_relative_positions=16)),
+    "llama": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("LlamaConfig", **_TINY_DECODER, attention_bias=True)),
+    "mistral": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("MistralConfig", **_TINY_DECODER)),
+    "qwen2": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("Qwen2Config", **_TINY_DECODER)),
+    "qwen3": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("Qwen3Config", **_TINY_DECODER, head_dim=12)),
     "gpt2": FamilySpec(r"h\.(\d+)", {"o": "attn.c_proj", "ffn_in": "mlp.c_fc", "ffn_out": "mlp.c_proj"},
-                       fused_qkv="attn.c_attn"),
+                       fused_qkv="attn.c_attn", decoder=True, tiny=tiny_config(
+                           "GPT2Config", n_embd=48, n_layer=2, n_head=4, vocab_size=101, n_positions=40, resid_pdrop=0.0,
+                           embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
 }
 
 
 def register_family(model_type: str, spec: FamilySpec) -> None:
     """Teach tenpeft a new ``config.model_type``."""
     FAMILIES[model_type] = spec
+
+
+_CAUSAL_LM_ARCHITECTURES = ("ForCausalLM", "LMHeadModel")
+
+
+def is_decoder(config) -> bool:
+    """Whether ``config``'s model is a causal LM: ``config.is_decoder``, else its registered family's
+    ``FamilySpec.decoder``; for a model type with no registered family, whether an ``architectures``
+    name is a causal LM's (``...ForCausalLM``, ``...LMHeadModel``)."""
+    if getattr(config, "is_decoder", False):
+        return True
+    spec = lookup(FAMILIES, getattr(config, "model_type", None))
+    if spec is not None:
+        return spec.decoder
+    return any(str(a).endswith(_CAUSAL_LM_ARCHITECTURES) for a in getattr(config, "architectures", None) or ())
 
 
 @dataclass(frozen=True)

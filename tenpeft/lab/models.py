@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from tenpeft.errors import TenpeftError
-
-DECODER_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "gemma", "gemma2", "phi3", "olmo")
+from tenpeft.structure import is_decoder  # the one encoder/decoder rule (also used as lab.models.is_decoder)
 
 
 @dataclass
@@ -107,11 +106,6 @@ def max_positions(config) -> int | None:
     return positions - POSITION_OFFSET.get(config.model_type, 0) if positions else None
 
 
-def is_decoder(config) -> bool:
-    """Decoder LMs are trained by prompt classification; everything else as a sequence classifier."""
-    return config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))
-
-
 def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
@@ -122,8 +116,9 @@ def load_tokenizer(source: ModelSource):
 
 
 def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> nn.Module:
-    """Weights (or a seeded random init) as a sequence classifier or a causal LM, in fp32."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    """Weights (or a seeded random init) as a sequence classifier or a causal LM, in fp32; which one
+    is ``tenpeft.structure.is_decoder`` (the family's ``FamilySpec.decoder``)."""
+    from tenpeft.presets import build_model, model_class
 
     config = load_config(source)
     decoder = is_decoder(config)
@@ -131,10 +126,11 @@ def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> nn.Module
     if not decoder:
         config.num_labels = num_labels
         config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
-    auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
+    task = "causal-lm" if decoder else "seq-cls"
     if source.config is not None:
-        return auto.from_config(config)
-    return auto.from_pretrained(source.path, config=config, gguf_file=source.gguf_file, dtype=torch.float32)
+        return build_model(config, task)
+    return model_class(config, task).from_pretrained(source.path, config=config, gguf_file=source.gguf_file,
+                                                     dtype=torch.float32)
 
 
 class PromptClassifier(nn.Module):

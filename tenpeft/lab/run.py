@@ -115,14 +115,12 @@ def check_spec(spec: RunSpec) -> None:
 def adapt_on_meta(config, model: str, method: str, method_args: dict, num_labels: int):
     """``method`` applied to the model of ``config`` built on the meta device (no weights, no
     compute); a TenpeftError if it cannot be."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from tenpeft.presets import build_model
 
     decoder = is_decoder(config)
     if not decoder:
         config.num_labels = num_labels
-    auto = AutoModelForCausalLM if decoder else AutoModelForSequenceClassification
-    with torch.device("meta"):
-        built = auto.from_config(config)
+    built = build_model(config, "causal-lm" if decoder else "seq-cls", device="meta")
     try:
         return apply_method(built, method, decode_args(method_args), decoder=decoder)
     except (TypeError, ValueError) as exc:
