@@ -51,23 +51,35 @@ def _smollm2() -> ModelSource:
     return ModelSource("smollm2", str(folder), gguf_file=ggufs[0])
 
 
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=30522,
+            max_position_embeddings=512)  # the random-init study models: MiniLM's vocabulary, nothing to download
+
+
+def tiny_source(name: str, make_config: Callable) -> ModelSource:
+    """A random-init study model: ``make_config()`` (a transformers config; start from ``TINY``)
+    with the offline MiniLM tokenizer."""
+    return ModelSource(name, _minilm().path, config=make_config)
+
+
 def _tiny(kind: str) -> ModelSource:
     from transformers import BertConfig, LlamaConfig
 
-    base = _minilm()
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  vocab_size=30522, max_position_embeddings=512)
     if kind == "bert":
-        make = lambda: BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # noqa: E731
+        make = lambda: BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # noqa: E731
     else:
-        make = lambda: LlamaConfig(**common, num_key_value_heads=2, pad_token_id=0, bos_token_id=101,  # noqa: E731
+        make = lambda: LlamaConfig(**TINY, num_key_value_heads=2, pad_token_id=0, bos_token_id=101,  # noqa: E731
                                    eos_token_id=102, tie_word_embeddings=True)
-    return ModelSource(f"tiny-{kind}", base.path, config=make)
+    return tiny_source(f"tiny-{kind}", make)
 
 
 ALIASES: dict[str, Callable[[], ModelSource]] = {
     "minilm": _minilm, "smollm2": _smollm2, "tiny-bert": lambda: _tiny("bert"), "tiny-llama": lambda: _tiny("llama"),
 }
+
+
+def register_alias(name: str, source: Callable[[], ModelSource]) -> None:
+    """Make ``--model name`` resolve to ``source()`` (e.g. ``lambda: tiny_source(name, make_config)``)."""
+    ALIASES[name] = source
 
 
 def resolve_model(name: str) -> ModelSource:
