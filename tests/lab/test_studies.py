@@ -11,8 +11,9 @@ import pytest
 from glue_data import write_glue
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
+import paths
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
+STUDIES = paths.STUDIES
 FAST = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
         "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]
 CASES = {

@@ -15,8 +15,9 @@ import torch
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks import (PROMPTS, TASKS, PromptTemplate, TaskSpec, compute_metrics, encode_classification,
                            encode_prompt, get_prompt, get_task, label_word_ids, load_task_data, make_collator)
+import paths
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = paths.SHARED_GLUE
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason=f"shared GLUE data not found at {GLUE}")
 
 

@@ -1,17 +1,14 @@
 """A format added in one file (examples/custom_factorization.py: Tensor Ring) works end to end."""
 import importlib.util
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))  # conftest.py does this too; kept for running the file alone
+import paths
+import tenpeft
+from models import tiny_batch, tiny_model
 
-import tenpeft  # noqa: E402
-from models import tiny_batch, tiny_model  # noqa: E402
-
-EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "custom_factorization.py")
+EXAMPLE = str(paths.EXAMPLES / "custom_factorization.py")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from glue_data import write_glue
+import paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT
 EXTENSIONS = ROOT / "examples" / "extensions"
 STUDY = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
          "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]

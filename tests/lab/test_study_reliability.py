@@ -17,8 +17,9 @@ from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import DamagedRecord, SCHEMA, load_records, read_record
 from tenpeft.lab.study import Variant, base_parser, expand, run_all
+import paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
         "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]
 

@@ -7,8 +7,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+import paths
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tenpeft"
+PACKAGE = paths.PACKAGE
 BLOCKED = ("datasets", "accelerate", "matplotlib", "pandas", "peft", "seaborn", "sklearn")  # tqdm: transformers needs it
 
 CORE_USE = f"""

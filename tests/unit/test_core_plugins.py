@@ -12,8 +12,9 @@ import tenpeft
 from models import tiny_model
 from tenpeft import cli
 from tenpeft.plugins import defining_modules, import_plugins
+import paths
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+TESTS = str(paths.TESTS)
 ROOT = os.path.dirname(TESTS)
 PLUGIN = '''
 """A plugin: method 'bt' (LoRA over its own format 'mycp')."""

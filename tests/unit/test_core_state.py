@@ -7,8 +7,9 @@ from safetensors.torch import load_file
 
 import tenpeft
 from models import tiny_model
+import paths
 
-PACKAGE = os.path.join(os.path.dirname(__file__), os.pardir, "tenpeft")
+PACKAGE = str(paths.PACKAGE)
 FILE_NAMES = ("adapter_config.json", "adapter_model.safetensors")
 
 

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from glue_data import write_glue
+import paths
 
-TESTS = Path(__file__).resolve().parent
+TESTS = paths.TESTS
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -48,7 +49,7 @@ def test_a_two_process_study_writes_one_record_per_run_and_one_set_of_figures(gl
             "--train-size", "16", "--eval-size", "8", "--max-length", "16", "--no-progress", "--methods", "lora",
             "--ranks", "1,2", "--data-dir", str(glue), "--results-dir", str(tmp_path / "res"),
             "--figures-dir", str(tmp_path / "fig")]
-    done = subprocess.run([*TORCHRUN, str(TESTS.parent / "studies" / "rank_ablation.py"), *argv],
+    done = subprocess.run([*TORCHRUN, str(paths.STUDIES / "rank_ablation.py"), *argv],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     records = sorted((tmp_path / "res" / "rank_ablation").glob("*.json"))
