@@ -110,6 +110,18 @@ def _newer_schema(record) -> bool:
     return isinstance(schema, str) and schema.startswith("tenpeft-run/") and schema not in READABLE
 
 
+def refuse_newer(paths) -> None:
+    """Raise a TenpeftError if any existing file of ``paths`` is a record of a newer schema (checked
+    before a study trains anything, so no run is wasted on a folder that cannot be written)."""
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if _newer_schema(record):
+            check_record(record, str(path))
+
+
 def load_records(results_dir: str | Path, studies: list[str] | None = None) -> list[dict]:
     """Every readable record under ``results_dir`` (optionally only some studies), sorted by path;
     damaged files are skipped with a warning naming them."""

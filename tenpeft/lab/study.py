@@ -20,7 +20,7 @@ from tenpeft.plugins import import_plugins
 from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
-from tenpeft.lab.records import status
+from tenpeft.lab.records import refuse_newer, status
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run, trainable_fraction
 
 # One default rule, by what a method trains and never by its name: methods that train most of the
@@ -221,6 +221,7 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     check_all(specs)
     if not specs:
         raise TenpeftError("this study expands to no runs; give at least one method, task and seed")
+    refuse_newer(record_path(spec, args.results_dir) for spec in specs)
     check_writable(Path(args.results_dir) / specs[0].study, "--results-dir")
     check_writable(args.figures_dir, "--figures-dir")
     git_commit()  # pin the commit of the code that runs, before the first run
