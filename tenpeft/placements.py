@@ -21,6 +21,15 @@ def scaled(t: torch.Tensor, scale: float) -> torch.Tensor:
     return t if scale == 1.0 else t * scale
 
 
+def factor_dtype(*tensor_groups) -> torch.dtype:
+    """The dtype of the first floating-point tensor in ``tensor_groups`` (fp32 when there is none)."""
+    for group in tensor_groups:
+        for t in group:
+            if t.is_floating_point():
+                return t.dtype
+    return torch.float32
+
+
 class Update(nn.Module):
     """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``.
 
@@ -29,7 +38,12 @@ class Update(nn.Module):
 
     in_features: int
     out_features: int
-    compute_dtype: torch.dtype = torch.float32
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the factors the update reads, read at call time, so a cast of the model after
+        injection (``model.to(torch.bfloat16)``, ``.half()``, ``.double()``) is followed."""
+        return factor_dtype(self.parameters(), *(m.parameters() for m in self.shared_modules()))
 
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
@@ -115,7 +129,11 @@ class SerialAdapter(AdapterWrapper):
         self.base, self.down, self.up = base, down, up
         self.activation = activation
         self.act = _ACTIVATIONS[activation]()
-        self.compute_dtype = down.compute_dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The adapter's own dtype, read at call time (follows a cast of the model after injection)."""
+        return factor_dtype(self.down.parameters(), self.up.parameters())
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         h = self.base(x, *args, **kwargs)

@@ -336,11 +336,19 @@ def _equation(labels, out_labels) -> str:
 
 def _einsum(operands, labels, out_labels) -> torch.Tensor:
     """Contract labelled operands: a cached opt_einsum expression, or torch.einsum while compiling
-    (dynamo cannot trace opt_einsum; torch.einsum plans with it too)."""
+    (dynamo cannot trace opt_einsum; torch.einsum plans with it too) and inside an autocast region
+    (autocast casts torch.einsum's matmuls; opt_einsum's tensordot refuses mixed dtypes)."""
     equation = _equation(labels, out_labels)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _autocasting(operands[0]):
         return torch.einsum(equation, *operands)
     return _expression(equation, tuple(tuple(t.shape) for t in operands))(*operands, backend="torch")
+
+
+def _autocasting(tensor: torch.Tensor) -> bool:
+    try:
+        return torch.is_autocast_enabled(tensor.device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
 @lru_cache(maxsize=4096)

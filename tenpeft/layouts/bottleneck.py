@@ -38,7 +38,7 @@ class TensorizedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, fmt: str, rank, *, zero: bool,
                  bias: bool = True, shapes=None, dtype=torch.float32, device=None):
         super().__init__()
-        self.in_features, self.out_features, self.compute_dtype = in_features, out_features, dtype
+        self.in_features, self.out_features = in_features, out_features
         self.matrix = TensorizedMatrix(out_features, in_features, fmt, rank, shapes=shapes, dtype=dtype,
                                        device=device, init_std=1 / math.sqrt(in_features),
                                        zero_factor="default" if zero else None)
@@ -55,7 +55,6 @@ class BottleneckUpdate(Update):
                  scale: float = 1.0, shapes=None, dtype=torch.float32, device=None):
         super().__init__()
         self.in_features, self.out_features, self.scale = in_features, out_features, scale
-        self.compute_dtype = dtype
         common = dict(shapes=shapes, dtype=dtype, device=device)
         self.u = TensorizedMatrix(out_features, bottleneck, fmt, rank, init_std=1 / math.sqrt(bottleneck), **common)
         self.v = TensorizedMatrix(bottleneck, in_features, fmt, rank, init_std=1 / math.sqrt(in_features),
@@ -75,7 +74,6 @@ class TensorizedUpdate(Update):
     def __init__(self, width: int, rank: int, shape: Sequence[int], dtype=torch.float32, device=None):
         super().__init__()
         self.in_features = self.out_features = width
-        self.compute_dtype = dtype
         self.matrix = TensorizedMatrix(width, width, "tt", rank, shapes={f"{width}x{width}": shape},
                                        init_std=1 / math.sqrt(width), dtype=dtype, device=device)
 

@@ -25,7 +25,6 @@ class MatrixUpdate(Update):
                  shape: Sequence[int] | None = None, dtype=torch.float32, device=None, **factor_kwargs):
         super().__init__()
         self.in_features, self.out_features, self.scale = in_features, out_features, scale
-        self.compute_dtype = dtype
         shape = tuple(shape) if shape is not None else (out_features, in_features)
         k = row_modes(shape, out_features)
         self.out_modes, self.in_modes, self.in_shape = tuple(range(k)), tuple(range(k, len(shape))), shape[k:]

@@ -98,7 +98,6 @@ class SharedTensorUpdate(Update):
         super().__init__()
         object.__setattr__(self, "shared", shared)  # a reference, not a child: stored once
         self.role, self.layer, self.matrix_index, self.scale = role, layer, matrix_index, scale
-        self.compute_dtype = next(iter(shared.factors().values())).dtype
         self.model_in = role in MODEL_INPUT_ROLES
         self.head_mode = head_mode
         if head_mode:

@@ -38,8 +38,7 @@ class VeraUpdate(Update):
         object.__setattr__(self, "shared", shared)
         self.layer = layer
         self.out_features, self.in_features = shared.shape[0], shared.shape[1]
-        self.compute_dtype = shared.factor_2.dtype
-        self.scaling = nn.Parameter(torch.zeros(self.out_features, dtype=self.compute_dtype,
+        self.scaling = nn.Parameter(torch.zeros(self.out_features, dtype=shared.factor_2.dtype,
                                                 device=shared.factor_2.device))
 
     def shared_modules(self):
@@ -74,10 +73,9 @@ class NolaUpdate(Update):
         object.__setattr__(self, "bases", bases)
         k, self.out_features, _ = bases.a.shape
         self.in_features, self.scale = bases.b.shape[2], scale
-        self.compute_dtype = bases.a.tensor.dtype
-        device = bases.a.tensor.device
-        self.alpha = nn.Parameter(torch.zeros(k, dtype=self.compute_dtype, device=device))
-        self.beta = nn.Parameter(torch.empty(k, dtype=self.compute_dtype, device=device))
+        like = dict(dtype=bases.a.tensor.dtype, device=bases.a.tensor.device)
+        self.alpha = nn.Parameter(torch.zeros(k, **like))
+        self.beta = nn.Parameter(torch.empty(k, **like))
         if not self.beta.is_meta:
             nn.init.normal_(self.beta, 0.0, 1 / math.sqrt(k))
 

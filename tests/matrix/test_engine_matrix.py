@@ -62,3 +62,33 @@ def test_parallel_forward_equals_delta_weight(family, method):
             delta = wrapper(x) - wrapper.base(x)
             expected = x @ wrapper.delta_weight().T
         assert torch.allclose(delta, expected, atol=1e-5), type(wrapper.updates[0]).__name__
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cast_after_injection(family, method):
+    """``model.to(dtype)`` after ``inject`` is followed by every update (PEFT survives the same cast):
+    double gives the fp32 outputs to fp32 rounding, bf16 and an autocast region run, and the cast back works."""
+    model = tiny_model(family)
+    batch = tiny_batch(model)
+    tenpeft.inject(model, method)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    reference = logits(model, batch)
+    model.double()
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert torch.allclose(logits(model, batch).float(), reference, atol=1e-5)
+    model.to(torch.bfloat16)
+    low = logits(model, batch)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+    model.half()
+    assert torch.isfinite(logits(model, batch)).all()
+    model.float()
+    assert torch.allclose(logits(model, batch), reference, atol=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(logits(model, batch)).all()
+    model.train()
+    model(**batch).loss.backward()  # and it trains in the cast dtype
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -25,7 +25,6 @@ class PooledUpdate(Update):
         object.__setattr__(self, "_the_pool_of_factors", pool)  # a reference, not a child: stored once
         self.declare = declare
         self.out_features, self.in_features = pool.shape
-        self.compute_dtype = pool.factor_0.dtype
         self.s = nn.Parameter(torch.zeros(self.out_features))
 
     def shared_modules(self):
