@@ -88,6 +88,20 @@ def shared_group(structure: ModelStructure, targets: Sequence[Target], head_mode
     return SharedGroup((structure.hidden_size, width, structure.num_layers, len(types)), types, False)
 
 
+@torch.no_grad()
+def lorta_init(shared) -> None:
+    """The official LoRTA init of a CP tensor ``(d, d_H, H, L, M)`` (ihounie/lorta): ``A = factor_0``
+    Kaiming-uniform with ``a = sqrt(5)`` over fan-in ``r``, i.e. ``U(±1/sqrt(r))``; ``C_H, C_L, C_M``
+    (``factor_2..4``) Kaiming-uniform with ``a = 0``, ``U(±sqrt(6/r))``; ``B = factor_1`` stays zero."""
+    rank = shared.factor_0.shape[1]
+    for i, name in enumerate(shared.factor_names):
+        factor = getattr(shared, name)
+        if factor.is_meta or name == shared.zero_factor:
+            continue
+        bound = 1 / math.sqrt(rank) if i in (0, 1) else math.sqrt(6 / rank)
+        factor.uniform_(-bound, bound)
+
+
 class SharedTensorUpdate(Update):
     """The update of one (layer, matrix type) read from a shared factorized tensor (not owned here:
     the shared tensor is registered once on the model and referenced by every update).

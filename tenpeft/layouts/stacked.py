@@ -20,12 +20,17 @@ from ..placements import Update, scaled
 
 def vera_shared(in_features: int, out_features: int, num_layers: int, rank: int, d_init: float, seed: int,
                 dtype=torch.float32, device=None) -> CP:
-    """The shared VeRA tensor of one matrix type: frozen ``B``, ``A``; trainable layer factor ``D``."""
+    """The shared VeRA tensor of one matrix type: frozen ``B``, ``A``; trainable layer factor ``D``.
+    ``A (r x in)`` and ``B (out x r)`` are Kaiming-uniform over their fan-in as in the VeRA paper and
+    PEFT: ``U(±sqrt(6/in))`` and ``U(±sqrt(6/r))``, drawn from a generator seeded by ``seed``."""
     shared = CP((out_features, in_features, num_layers), rank, frozen=("factor_0", "factor_1"),
                 zero_factor=None, factor_std=1 / math.sqrt(rank), seed=seed, dtype=dtype, device=device)
     with torch.no_grad():
         if not shared.factor_2.is_meta:
-            shared.factor_1.mul_(math.sqrt(rank / in_features))  # A rows ~ 1/sqrt(in), B ~ 1/sqrt(r)
+            gen = torch.Generator().manual_seed(seed)
+            for factor, fan_in in ((shared.factor_0, rank), (shared.factor_1, in_features)):
+                bound = math.sqrt(6 / fan_in)
+                factor.copy_(torch.empty(factor.shape).uniform_(-bound, bound, generator=gen))
             shared.factor_2.fill_(d_init)
     return shared
 

@@ -134,6 +134,13 @@ def parallel_plan(ctx: BuildContext, make_update: Callable[[Target], Update]) ->
     return plan
 
 
+def check_alpha_or_scale(config) -> None:
+    """A config with both ``alpha`` and ``scale`` takes one of them (``alpha=None`` frees ``scale``)."""
+    if config.alpha is not None and config.scale != 1.0:
+        raise TenpeftError(f"give alpha (scale = alpha / rank) or scale, not both: alpha={config.alpha}, "
+                           f"scale={config.scale}; set alpha=None to use scale")
+
+
 def scale_from_alpha(alpha: float | None, rank, scale: float) -> float:
     """LoRA scaling ``alpha / rank`` when ``alpha`` is given (int rank only), else ``scale``."""
     if alpha is None:

@@ -11,7 +11,8 @@ from ..formats import get_format
 from ..layouts.bottleneck import BottleneckUpdate
 from ..layouts.per_matrix import MatrixUpdate
 from ..shapes import check_explicit_shapes, check_shapes_used, explicit_shape, matrix_shape
-from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan, scale_from_alpha
+from .base import (BuildContext, MethodConfig, Plan, check_alpha_or_scale, check_positive, parallel_plan,
+                   scale_from_alpha)
 
 
 @dataclass
@@ -30,6 +31,7 @@ class LoraConfig(MethodConfig):
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "rank")
+        check_alpha_or_scale(self)
         check_explicit_shapes(self.shapes)
 
 
@@ -73,18 +75,24 @@ def lora_formula(ctx: BuildContext) -> dict[str, int]:
 
 @dataclass
 class LorettaRepConfig(MethodConfig):
-    """LoRETTA_rep: ``ΔW = scale * U V``, ``U (out x bottleneck)``, ``V (bottleneck x in)`` each a
-    TT of rank ``rank`` over an automatic shape (or ``shapes={"768x8": [8, 8, 12, 8], ...}``)."""
+    """LoRETTA_rep: ``ΔW = (alpha / bottleneck) U V``, ``U (out x bottleneck)``, ``V (bottleneck x in)``
+    each a TT of rank ``rank`` over an automatic shape (or ``shapes={"768x8": [8, 8, 12, 8], ...}``);
+    ``alpha=None`` uses ``scale``. The defaults are the official code's: ``alpha=16`` over bottleneck 8
+    (scale 2), the LayerNorms trained and the classifier's square linear tensorized (``head="tt"``)."""
 
     rank: int = 5
     bottleneck: int = 8
+    alpha: float | None = 16.0
     scale: float = 1.0
     format: str = "tt"
     shapes: Mapping[str, Sequence[int]] | None = None
+    train_norms: bool = True
+    head: str = "tt"
 
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "rank", "bottleneck")
+        check_alpha_or_scale(self)
         check_explicit_shapes(self.shapes)
 
 
@@ -92,8 +100,9 @@ def build_loretta_rep(ctx: BuildContext) -> Plan:
     c = ctx.config
     check_shapes_used(c.shapes, {m for t in ctx.targets for m in ((t.out_features, c.bottleneck),
                                                                     (c.bottleneck, t.in_features))})
+    scale = scale_from_alpha(c.alpha, c.bottleneck, c.scale)
     return parallel_plan(ctx, lambda t: BottleneckUpdate(
-        t.in_features, t.out_features, c.format, c.rank, c.bottleneck, scale=c.scale, shapes=c.shapes,
+        t.in_features, t.out_features, c.format, c.rank, c.bottleneck, scale=scale, shapes=c.shapes,
         **ctx.placement(t)))
 
 

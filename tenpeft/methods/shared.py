@@ -10,18 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
+from ..errors import TenpeftError
 from ..formats import RankSpec, get_format
-from ..layouts.shared import SharedGroup, SharedTensorUpdate, shared_group
+from ..layouts.shared import SharedGroup, SharedTensorUpdate, lorta_init, shared_group
 from ..structure import ATTENTION_ROLES
-from .base import BuildContext, MethodConfig, Plan, check_positive, parallel_plan
+from .base import BuildContext, MethodConfig, Plan, check_alpha_or_scale, check_positive, parallel_plan, scale_from_alpha
+
+SHARED_INITS = ("default", "std", "lorta")
 
 
 @dataclass
 class SharedTensorConfig(MethodConfig):
     """One tensor in ``format`` of rank ``rank`` (int, per-mode tuple, fraction or budget) over the
-    ``roles``' updates in every layer (M = the number of roles present); ``scale`` multiplies every
-    update. The zeroed factor is ``zero_factor`` (default: for CP the second factor, the head-dim /
+    ``roles``' updates in every layer (M = the number of roles present); every update is multiplied
+    by ``alpha / rank`` when ``alpha`` is given (LoRA's rule; the CP rank once resolved), else by
+    ``scale``. The zeroed factor is ``zero_factor`` (default: for CP the second factor, the head-dim /
     other-side one, as LoRA's B; else the format's default: the Tucker core, the last TT core).
+    ``init``: ``"std"`` draws the other factors so the reconstruction has std 0.02 (tltorch's rule);
+    ``"lorta"`` (CP only) is the official LoRTA code's: the model-dim factor ``A`` Kaiming-uniform
+    ``U(±1/sqrt(r))``, the index factors ``C_H, C_L, C_M`` ``U(±sqrt(6/r))``; ``"default"``:
+    ``"lorta"`` for CP, ``"std"`` for any other format.
     Class attributes (not saved hyperparameters): ``head_mode`` (a head mode, attention only) and
     ``shared_key`` (the name under ``model.tenpeft_shared``)."""
 
@@ -32,11 +40,19 @@ class SharedTensorConfig(MethodConfig):
     rank: RankSpec = 4
     format: str = "cp"
     scale: float = 1.0
+    alpha: float | None = None
+    init: str = "std"
     zero_factor: str | None = "default"
 
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "rank")
+        check_alpha_or_scale(self)
+        if self.init not in SHARED_INITS:
+            raise TenpeftError(f"init={self.init!r} is not one of {SHARED_INITS}")
+        if self.init == "lorta" and self.format != "cp":
+            raise TenpeftError(f"init='lorta' is the official LoRTA init of a CP tensor; format={self.format!r} "
+                               f"needs init='std'")
 
 
 @dataclass
@@ -48,22 +64,33 @@ class SharedFFNConfig(SharedTensorConfig):
 
 @dataclass
 class LortaConfig(SharedTensorConfig):
-    """LoRTA: the attention updates as one ``(d, d_H, H, L, M)`` tensor (default CP of rank 4)."""
+    """LoRTA: the attention updates as one ``(d, d_H, H, L, M)`` tensor, by default as the official
+    code builds it: CP of rank 4, ``alpha=8`` (scale ``alpha / rank``), the official init."""
 
     head_mode: ClassVar[bool] = True
     shared_key: ClassVar[str] = "attention"
 
     roles: Sequence[str] = ATTENTION_ROLES
+    alpha: float | None = 8.0
+    init: str = "default"
 
 
 @dataclass
 class LortaTuckerConfig(LortaConfig):
+    """The LoRTA layout in Tucker format (tenpeft's; no official code): scale 1, the 0.02-std init."""
+
     format: str = "tucker"
+    alpha: float | None = None
+    init: str = "std"
 
 
 @dataclass
 class LortaTTConfig(LortaConfig):
+    """The LoRTA layout in TT format (tenpeft's; no official code): scale 1, the 0.02-std init."""
+
     format: str = "tt"
+    alpha: float | None = None
+    init: str = "std"
 
 
 def _group(ctx: BuildContext) -> SharedGroup:
@@ -76,13 +103,24 @@ def _zero_factor(c: SharedTensorConfig) -> str | None:
     return c.zero_factor
 
 
+def _scale(c: SharedTensorConfig, shape) -> float:
+    """``alpha / rank`` (the CP rank once resolved: a budget or fraction gives one int) or ``scale``."""
+    rank = c.rank
+    if c.alpha is not None and c.format == "cp" and not isinstance(rank, int):
+        rank = get_format("cp").resolve_rank(shape, rank)[0]
+    return scale_from_alpha(c.alpha, rank, c.scale)
+
+
 def build_shared(ctx: BuildContext) -> Plan:
     """The shared tensor (registered once as ``plan.shared[shared_key]``) and one update per target."""
     c, s, group = ctx.config, ctx.structure, _group(ctx)
+    scale = _scale(c, group.shape)
     shared = get_format(c.format)(group.shape, c.rank, zero_factor=_zero_factor(c), seed=c.seed,
                                   **ctx.placement(ctx.targets[0]))
+    if c.init == "lorta" or (c.init == "default" and c.format == "cp"):
+        lorta_init(shared)
     plan = parallel_plan(ctx, lambda t: SharedTensorUpdate(shared, s, t.role, t.layer, group.types.index(t.role),
-                                                           c.scale, head_mode=group.head_mode))
+                                                           scale, head_mode=group.head_mode))
     plan.shared = {type(c).shared_key: shared}
     return plan
 

@@ -32,6 +32,11 @@ CASES = [
     ("roberta", "lora", {"head_shape": 7}, "head_shape must be a list of positive ints"),
     ("bert", "lora", {"target_modules": [3]}, "target_modules must be"),
     ("bert", "loretta_rep", {"shapes": [8, 8]}, "shapes must map"),
+    ("bert", "lora", {"alpha": 16, "scale": 2.0}, "give alpha .* or scale, not both"),
+    ("llama", "lorta", {"scale": 0.5}, "set alpha=None to use scale"),
+    ("llama", "lorta", {"init": "kaiming"}, "init='kaiming' is not one of"),
+    ("llama", "lorta_tt", {"init": "lorta"}, "needs init='std'"),
+    ("bert", "loretta_rep", {"alpha": 16, "scale": 0.5}, "not both"),
     ("bert", "adapter", {"roles": ("q",)}, None),  # allowed: adapters may follow any whole linear
     ("gpt2", "adapter", {"roles": ("q",)}, "not a slice"),
 ]

@@ -46,14 +46,14 @@ def test_build_on_meta_tasks():
 
 def test_params_set_and_rank(config_dir, capsys):
     argv = ["params", config_dir, "--method", "lorta", "--method", "lora", "--rank", "2", "--json",
-            "--set", 'roles=["q","k"]', "--set", "scale=0.5",
+            "--set", 'roles=["q","k"]', "--set", "alpha=1",
             "--set", "zero_factor=default"]
     assert cli.parse_sets(["roles=[\"q\"]", "bottleneck=32", "head=tt", "x=1.5"]) == \
         {"roles": ["q"], "bottleneck": 32, "head": "tt", "x": 1.5}
     # zero_factor (a plain string, not JSON) is LoRTA's alone: with two methods LoRA's row is "not applicable"
     assert cli.main(argv) == 0
     lorta, lora = json.loads(capsys.readouterr().out)
-    assert lorta["hyperparameters"] == {"roles": ["q", "k"], "scale": 0.5, "zero_factor": "default",
+    assert lorta["hyperparameters"] == {"roles": ["q", "k"], "alpha": 1, "zero_factor": "default",
                                       "rank": 2}
     assert lorta["components"]["shared_factors"] == 2 * (48 + 12 + 4 + 2 + 2) and lorta["matches_formula"]
     assert "zero_factor" in lora["not_applicable"] and "components" not in lora

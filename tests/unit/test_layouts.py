@@ -1,5 +1,7 @@
 """Layouts: the shared tensor is never built in forward, GQA head mapping, frozen sharing,
 mixed precision, hand-named targets."""
+import math
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -46,7 +48,7 @@ def test_contraction_path_at_llama_7b_dims_has_no_d_by_d_intermediate(method):
 
 
 def test_gqa_head_mapping():
-    model = tenpeft.inject(tiny_model("llama"), "lorta")  # 4 query heads, 2 KV heads, head dim 12
+    model = tenpeft.inject(tiny_model("llama"), "lorta", alpha=None)  # scale 1; 4 query heads, 2 KV heads, head dim 12
     shared = model.tenpeft_shared["attention"]
     with torch.no_grad():
         for p in shared.parameters():
@@ -122,3 +124,29 @@ def test_hand_named_targets(spec, exclude, expected):
 def test_head_is_never_a_target():
     model = tenpeft.inject(tiny_model("roberta"), "lora", target_modules=["dense"])
     assert all(not t.name.startswith("classifier") for t in model.tenpeft_state.targets)
+
+
+def test_vera_frozen_bases_are_kaiming_uniform_as_in_peft():
+    """A (r x in) ~ U(±sqrt(6/in)), B (out x r) ~ U(±sqrt(6/r)): PEFT's and the VeRA paper's init."""
+    model = tenpeft.inject(tiny_model("bert"), "vera", rank=256)
+    shared = next(iter(model.tenpeft_shared.values()))
+    b, a_t = shared.factor_0, shared.factor_1  # (out x r), (in x r)
+    for factor, fan_in in ((b, 256), (a_t, a_t.shape[0])):
+        bound = math.sqrt(6 / fan_in)
+        assert factor.abs().max() <= bound and factor.abs().max() > 0.95 * bound
+        assert abs(factor.std().item() / math.sqrt(2 / fan_in) - 1) < 0.05  # uniform(±b) has std b/sqrt(3)
+
+
+def test_lorta_default_is_the_official_init_and_scale():
+    """ihounie/lorta: A ~ U(±1/sqrt(r)), C_H, C_L, C_M ~ U(±sqrt(6/r)), B = 0, scale lora_alpha / r (alpha 8)."""
+    torch.manual_seed(0)
+    model = tenpeft.inject(tiny_model("llama"), "lorta", rank=4)
+    shared = model.tenpeft_shared["attention"]
+    assert torch.count_nonzero(shared.factor_1) == 0
+    for name, bound in (("factor_0", 0.5), ("factor_2", math.sqrt(1.5)), ("factor_3", math.sqrt(1.5)),
+                        ("factor_4", math.sqrt(1.5))):
+        factor = getattr(shared, name)
+        assert factor.abs().max() <= bound and factor.abs().max() > 0.5 * bound, name
+    assert model.model.layers[0].self_attn.q_proj.updates[0].scale == 8 / 4
+    std = tenpeft.inject(tiny_model("llama"), "lorta", rank=4, init="std", alpha=None)
+    assert std.model.layers[0].self_attn.q_proj.updates[0].scale == 1.0

@@ -40,7 +40,8 @@ def test_loretta_components_at_roberta_base_dims():
     assert report.frozen_stored == 768 * 768 + 768  # the head's frozen dense, saved with the adapter
     assert report.matches_formula
     rep = tenpeft.parameter_report(tenpeft.inject(_meta(RobertaConfig(**ROBERTA_BASE)), "loretta_rep"))
-    assert rep.trainable == 12 * 2 * (580 + 580)  # U [8,8,12,8] + V [8,12,8,8] at TT rank 5
+    assert rep.components["factors"] == 12 * 2 * (580 + 580)  # U [8,8,12,8] + V [8,12,8,8] at TT rank 5
+    assert rep.trainable == 12 * 2 * (580 + 580) + 25 * 2 * 768  # and the LayerNorms (the official default)
 
 
 def test_lorta_at_llama_7b_dims_with_gqa():
