@@ -24,9 +24,11 @@ PRECISIONS = ("no", "bf16", "fp16")
 class TrainConfig:
     """Optimisation settings of one run (``max_steps`` optimizer steps of ``batch_size`` examples
     per process; ``warmup_ratio`` of them warm the rate up linearly from 0). The schedule, warm-up
-    and evaluation cadence count optimizer steps, whatever the number of processes."""
+    and evaluation cadence count optimizer steps, whatever the number of processes. ``head_lr``:
+    the task head's own rate (LoRTA's ``classifier_lr``); None trains it at ``lr``."""
 
     lr: float = 1e-3
+    head_lr: float | None = None
     max_steps: int = 300
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -48,6 +50,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TenpeftError(f"{name} must be an int >= 1, got {value!r}")
+        if self.head_lr is not None and not 0 < self.head_lr < math.inf:
+            raise TenpeftError(f"head_lr must be a finite rate > 0 (or None: the head trains at lr), got {self.head_lr}")
         if not (0 < self.lr < math.inf and 0 <= self.warmup_ratio < 1 and 0 <= self.weight_decay < math.inf):
             raise TenpeftError(f"need a finite lr > 0, 0 <= warmup_ratio < 1, a finite weight_decay >= 0; got lr={self.lr}, "
                                f"warmup_ratio={self.warmup_ratio}, weight_decay={self.weight_decay}")
@@ -135,14 +139,37 @@ def make_loaders(train_set, eval_set, collate, cfg: TrainConfig, seed: int):
     return train, evaluation
 
 
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """The task head's parameter names: the head tenpeft planned (``state.head``), or PEFT's
+    ``modules_to_save`` copies for a PEFT baseline."""
+    state = getattr(model, "tenpeft_state", None)
+    if state is not None:
+        prefixes = tuple(f"{h}." for h in state.head)
+        return {n for n, _ in model.named_parameters() if prefixes and n.startswith(prefixes)}
+    return {n for n, _ in model.named_parameters() if ".modules_to_save." in n}
+
+
+def param_groups(model: nn.Module, params: dict[str, nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """One AdamW group at ``lr``, or two when ``head_lr`` is set: the head's parameters at ``head_lr``."""
+    if cfg.head_lr is None:
+        return [{"params": list(params.values())}]
+    head = head_parameter_names(model) & set(params)
+    if not head:
+        raise TenpeftError("head_lr is set but this model trains no task head (a causal LM, or head='frozen'); "
+                           "drop --head-lr")
+    rest = [p for n, p in params.items() if n not in head]
+    return [g for g in ({"params": rest}, {"params": [params[n] for n in sorted(head)], "lr": cfg.head_lr})
+            if g["params"]]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
     """AdamW over the trainable parameters and the warmed-up schedule of ``cfg.schedule``."""
     from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise TenpeftError("the model has no trainable parameters; inject a method first")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, params, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * cfg.max_steps)
     return optimizer, get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
                                     optimizer, num_warmup_steps=warmup, num_training_steps=cfg.max_steps)

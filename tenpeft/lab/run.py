@@ -104,6 +104,9 @@ def check_spec(spec: RunSpec) -> None:
     if limit and spec.train.max_length > limit:
         raise TenpeftError(f"--max-length {spec.train.max_length} exceeds the {limit} positions of {spec.model}; "
                            f"use --max-length {limit} or less")
+    if spec.train.head_lr is not None and (is_decoder(config) or spec.method_args.get("head") == "frozen"):
+        raise TenpeftError(f"--head-lr {spec.train.head_lr:g}: {spec.model} with {spec.method} trains no task head "
+                           f"(a decoder scores label words; head='frozen' trains none); drop --head-lr")
     if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
         raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
     for task in tasks:

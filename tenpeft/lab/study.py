@@ -18,10 +18,12 @@ from tqdm.auto import tqdm
 from tenpeft.errors import TenpeftError
 from tenpeft.plugins import import_plugins
 from tenpeft.lab.loop import TrainConfig
+from tenpeft.lab.protocols import PROTOCOLS, get_protocol
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
 from tenpeft.lab.records import refuse_newer, status
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run, trainable_fraction
+from tenpeft.lab.tasks import load_task_data
 
 # One default rule, by what a method trains and never by its name: methods that train most of the
 # model (full fine-tuning) 5e-5, every adapter (tenpeft's, PEFT's, a user's) 3e-3, the rate LoRA
@@ -94,7 +96,12 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
                    help="extra method argument, e.g. lora.alpha=16 (VALUE parsed as JSON)")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--figures-dir", default="figures")
-    p.add_argument("--paper", action="store_true", help="the paper's full settings (hours on a GPU)")
+    p.add_argument("--paper", nargs="?", const="study", default=None, metavar="PROTOCOL",
+                   help="alone: the study's paper scale (whole splits, hours on a GPU); with a protocol name "
+                        f"({', '.join(sorted(PROTOCOLS))}): also that paper's per-task epochs, batch size, "
+                        "max length, schedule and both learning rates (tenpeft.lab.protocols)")
+    p.add_argument("--head-lr", type=_rate, default=None,
+                   help="the task head's own learning rate (default: the adapter's)")
     p.add_argument("--no-progress", action="store_true")
     add_import_flag(p)
     return p
@@ -155,19 +162,38 @@ def expand(study: str, args, variants: list[Variant], task_chains: list[str] | N
     extra = parse_sets(args.set)
     _check_sets(extra, variants)
     data = DataConfig(train_size=args.train_size or None, eval_size=args.eval_size or None, data_dir=args.data_dir)
-    specs = []
+    specs, protocols = [], _protocol_settings(args, task_chains or args.tasks)
     for variant in variants:
         method_args = {**variant.method_args, **extra.get(variant.method, {})}
-        lrs = args.lrs or [default_lr(args.model, variant.method, method_args)]
         for task in task_chains or args.tasks:
+            paper = protocols.get(task, {})
+            lrs = args.lrs or [paper.get("lr") or default_lr(args.model, variant.method, method_args)]
             for lr in lrs:
-                train = TrainConfig.from_dict({"lr": lr, "max_steps": args.max_steps, "batch_size": args.batch_size,
-                                               "eval_every": args.eval_every, "max_length": args.max_length,
-                                               "mixed_precision": args.mixed_precision, **(train_overrides or {})})
+                common = {"max_steps": args.max_steps, "batch_size": args.batch_size, "max_length": args.max_length}
+                train = TrainConfig.from_dict({**common, "eval_every": args.eval_every,
+                                               "mixed_precision": args.mixed_precision, **paper, "lr": lr,
+                                               "head_lr": args.head_lr or paper.get("head_lr"),
+                                               **(train_overrides or {})})
                 axes = {**variant.axes, **({"lr": lr} if args.lrs else {})}
                 specs += [RunSpec(study, args.model, task, variant.method, method_args, seed, train, data, axes)
                           for seed in args.seeds]
     return specs
+
+
+def _protocol_settings(args, tasks: list[str]) -> dict[str, dict]:
+    """Per task, the TrainConfig fields of ``--paper PROTOCOL`` (epochs counted over the training
+    split as this study samples it); empty without a protocol name."""
+    name = getattr(args, "paper", None)
+    if name in (None, "study"):
+        return {}
+    if any(">" in t for t in tasks):
+        raise TenpeftError(f"--paper {name} sets per-task settings; a chain of tasks takes --paper alone")
+    out = {}
+    for task in tasks:
+        protocol = get_protocol(name, task)
+        examples = len(load_task_data(task, args.data_dir, train_size=args.train_size or None).train)
+        out[task] = protocol.train_settings(examples)
+    return out
 
 
 def check_all(specs: list[RunSpec]) -> None:
