@@ -1,7 +1,7 @@
 """Placements: where an update enters the model.
 
 * :class:`ParallelUpdate` wraps a linear map: ``y = W_0 x + sum_s ΔW_s x`` (each update may cover
-  a row slice of a fused linear such as GPT-2's ``c_attn``). Mergeable.
+  a row slice of a fused linear: GPT-2's ``c_attn`` in blocks, DeBERTa's ``in_proj`` per head). Mergeable.
 * :class:`SerialAdapter` wraps a sublayer's output linear: ``h = W_0 x; h + up(σ(down(h)))``.
   Not mergeable.
 
@@ -28,6 +28,16 @@ def factor_dtype(*tensor_groups) -> torch.dtype:
             if t.is_floating_point():
                 return t.dtype
     return torch.float32
+
+
+def place_rows(delta: torch.Tensor, out_slice: tuple[int, ...], out_features: int) -> torch.Tensor:
+    """``delta`` (last dim: the slice's width) zero-padded to ``out_features`` on the rows of
+    ``out_slice``: ``(start, stop)``, or ``(start, stop, period)`` for rows ``[start, stop)`` of every
+    block of ``period`` rows (block ``b`` of ``delta`` goes to block ``b`` of the output)."""
+    start, stop, *period = out_slice
+    period = period[0] if period else out_features
+    blocks = delta.unflatten(-1, (out_features // period, stop - start))
+    return F.pad(blocks, (start, period - stop)).flatten(-2)
 
 
 class Update(nn.Module):
@@ -65,9 +75,9 @@ class AdapterWrapper(nn.Module):
 
 
 class ParallelUpdate(AdapterWrapper):
-    """``y = base(x) + ΔW x``; ``slices[i]`` places update ``i`` on output rows ``[start, stop)``."""
+    """``y = base(x) + ΔW x``; ``slices[i]`` places update ``i`` on some output rows (``place_rows``)."""
 
-    def __init__(self, base: nn.Module, updates: list[Update], slices: list[tuple[int, int] | None]):
+    def __init__(self, base: nn.Module, updates: list[Update], slices: list[tuple[int, ...] | None]):
         super().__init__()
         self.base = base
         self.updates = nn.ModuleList(updates)
@@ -96,7 +106,7 @@ class ParallelUpdate(AdapterWrapper):
         for update, out_slice in zip(self.updates, self.slices):
             delta = update(x.to(update.compute_dtype)).to(y.dtype)
             if out_slice is not None:
-                delta = F.pad(delta, (out_slice[0], self.out_features - out_slice[1]))
+                delta = place_rows(delta, out_slice, self.out_features)
             y = y + delta
         return y
 
@@ -116,7 +126,7 @@ class ParallelUpdate(AdapterWrapper):
         for update, out_slice in zip(self.updates, self.slices):
             delta = update.delta_weight()
             if out_slice is not None:
-                delta = F.pad(delta, (0, 0, out_slice[0], self.out_features - out_slice[1]))
+                delta = place_rows(delta.T, out_slice, self.out_features).T
             total = delta if total is None else total + delta
         return total
 

@@ -26,13 +26,16 @@ class FamilySpec:
     """Where a family keeps its blocks: ``layer_pattern`` matches the end of a layer module's name
     (one group: the layer index); ``roles`` maps a role to the linear's name inside the layer;
     ``fused_qkv`` names one linear whose output rows are three contiguous blocks [Q | K | V]
-    (GPT-2's ``c_attn``; not GPT-NeoX's per-head interleaving). ``decoder``: a causal LM family
-    (built as ``AutoModelForCausalLM``; encoders as sequence classifiers). ``tiny``: a zero-argument
-    callable returning a tiny random-init test config of the family (None: none)."""
+    (GPT-2's ``c_attn``), or with ``fused_per_head`` the per-head interleaving [q_h | k_h | v_h] for
+    every head h (DeBERTa v1's ``in_proj``, split by transformers as ``view(heads, 3 * head_dim)``
+    then ``chunk(3)``). ``decoder``: a causal LM family (built as ``AutoModelForCausalLM``; encoders
+    as sequence classifiers). ``tiny``: a zero-argument callable returning a tiny random-init test
+    config of the family (None: none)."""
 
     layer_pattern: str
     roles: dict[str, str]
     fused_qkv: str | None = None
+    fused_per_head: bool = False
     decoder: bool = False
     tiny: Callable[[], Any] | None = None
 
@@ -69,6 +72,11 @@ FAMILIES: dict[str, FamilySpec] = {
         "ffn_in": "intermediate.dense", "ffn_out": "output.dense"},
         tiny=tiny_config("DebertaV2Config", **_TINY_ENCODER, relative_attention=True, pos_att_type=["p2c", "c2p"],
                          position_buckets=8, max_relative_positions=16)),
+    "deberta": FamilySpec(r"encoder\.layer\.(\d+)", {
+        "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"},
+        fused_qkv="attention.self.in_proj", fused_per_head=True,
+        tiny=tiny_config("DebertaConfig", **_TINY_ENCODER, relative_attention=True, pos_att_type=["c2p", "p2c"],
+                         max_relative_positions=16)),
     "llama": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("LlamaConfig", **_TINY_DECODER, attention_bias=True)),
     "mistral": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("MistralConfig", **_TINY_DECODER)),
     "qwen2": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("Qwen2Config", **_TINY_DECODER)),
@@ -102,16 +110,17 @@ def is_decoder(config) -> bool:
 
 @dataclass(frozen=True)
 class Target:
-    """One weight to adapt: module ``name``; ``out_slice`` restricts it to output rows
-    ``[start, stop)`` of a fused linear. ``role`` is q/k/v/o/ffn_* or, for hand-named modules, the
-    name with its layer index replaced by ``*``."""
+    """One weight to adapt: module ``name``; ``out_slice`` restricts it to output rows of a fused
+    linear: ``(start, stop)`` the rows ``[start, stop)``; ``(start, stop, period)`` the rows
+    ``[start, stop)`` of every block of ``period`` rows (per-head interleaving). ``role`` is
+    q/k/v/o/ffn_* or, for hand-named modules, the name with its layer index replaced by ``*``."""
 
     name: str
     role: str
     layer: int | None
     in_features: int
     out_features: int
-    out_slice: tuple[int, int] | None = None
+    out_slice: tuple[int, int] | tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -207,17 +216,30 @@ def _layer_targets(modules, layer_name, index, spec, s: ModelStructure) -> dict[
                                f"{s.family!r}; pass target_modules=[...] by hand")
         targets[role] = Target(name, role, index, *dims)
     if spec.fused_qkv:
-        name = f"{layer_name}.{spec.fused_qkv}"
-        in_f, out_f = linear_dims(modules[name])
-        widths = (s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim)
-        if sum(widths) != out_f:
-            raise TenpeftError(f"fused QKV {name!r} has {out_f} outputs, expected {sum(widths)}")
-        start = 0
-        for role, width in zip("qkv", widths):
-            targets[role] = Target(name, role, index, in_f, width, (start, start + width))
-            start += width
+        targets.update(_fused_targets(modules, f"{layer_name}.{spec.fused_qkv}", index, spec, s))
     _check_attention_dims(targets, s)
     return targets
+
+
+def _fused_targets(modules, name, index, spec, s: ModelStructure) -> dict[str, Target]:
+    """Q, K, V as row slices of the fused linear ``name``: three blocks, or interleaved per head."""
+    dims = linear_dims(modules.get(name))
+    if dims is None:
+        raise TenpeftError(f"expected a fused QKV linear at {name!r} for family {s.family!r}; "
+                           f"pass target_modules=[...] by hand")
+    in_f, out_f = dims
+    if spec.fused_per_head and s.num_kv_heads != s.num_heads:
+        raise TenpeftError(f"fused QKV {name!r} is interleaved per head, which needs as many KV heads as "
+                           f"heads; the config says {s.num_kv_heads} KV heads and {s.num_heads} heads")
+    widths = (s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim)
+    if sum(widths) != out_f:
+        raise TenpeftError(f"fused QKV {name!r} has {out_f} outputs, expected {sum(widths)}")
+    if spec.fused_per_head:
+        d = s.head_dim
+        return {role: Target(name, role, index, in_f, widths[i], (i * d, (i + 1) * d, 3 * d))
+                for i, role in enumerate("qkv")}
+    starts = (0, widths[0], widths[0] + widths[1])
+    return {role: Target(name, role, index, in_f, w, (a, a + w)) for role, w, a in zip("qkv", widths, starts)}
 
 
 def _check_attention_dims(targets: dict[str, Target], s: ModelStructure) -> None:

@@ -13,7 +13,7 @@ from tenpeft.structure import FAMILIES as SPECS, is_decoder
 transformers.logging.set_verbosity_error()
 
 CONFIGS = {name: spec.tiny for name, spec in SPECS.items() if spec.tiny is not None}
-FAMILIES = ("bert", "roberta", "deberta-v2", "llama", "gpt2")  # the invariant matrix runs on these
+FAMILIES = ("bert", "roberta", "deberta-v2", "deberta", "llama", "gpt2")  # the invariant matrix runs on these
 ENCODERS = tuple(name for name in CONFIGS if not SPECS[name].decoder)
 assert set(FAMILIES) <= set(CONFIGS)
 

@@ -87,8 +87,21 @@ def test_cast_after_injection(family, method):
     assert torch.isfinite(logits(model, batch)).all()
     model.float()
     assert torch.allclose(logits(model, batch), reference, atol=2e-2)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.isfinite(logits(model, batch)).all()
+    if family == "deberta":  # transformers' own DeBERTa v1 fails under autocast (below): nothing of ours to test
+        assert_deberta_autocast_is_broken_upstream()
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(logits(model, batch)).all()
     model.train()
     model(**batch).loss.backward()  # and it trains in the cast dtype
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def assert_deberta_autocast_is_broken_upstream():
+    """transformers 5.24's DeBERTa v1 (no adapter) fails under bf16 autocast: its fp32 ``q_bias`` makes
+    the query fp32, and ``masked_fill(.., finfo(query.dtype).min)`` overflows the bf16 scores
+    (transformers issue #35332, fixed upstream by PR #35336 for other models). When this starts to
+    pass, the upstream fix has arrived: drop the exception in ``test_cast_after_injection``."""
+    model = tiny_model("deberta")
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError, match="overflow"):
+        logits(model, tiny_batch(model))

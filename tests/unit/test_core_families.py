@@ -1,8 +1,10 @@
 """Model families, one home: ``FamilySpec.decoder`` and ``FamilySpec.tiny`` decide, for the CLI's
 builder, the lab and the test models alike, whether a family is an encoder or a decoder."""
+import copy
 import dataclasses
 
 import pytest
+import torch
 
 import models
 import tenpeft
@@ -51,7 +53,7 @@ def test_a_registered_family_is_the_same_kind_everywhere(registered):
 @pytest.mark.parametrize("family", sorted(models.CONFIGS))
 def test_every_built_in_family_agrees(family):
     spec = FAMILIES[family]
-    assert spec.decoder == (family not in ("bert", "roberta", "deberta-v2"))
+    assert spec.decoder == (family not in ("bert", "roberta", "deberta-v2", "deberta"))
     assert (family in models.ENCODERS) == (not spec.decoder)
     assert _kind(build_on_meta(spec.tiny())) == _kind(models.tiny_model(family)) == (
         "decoder" if spec.decoder else "encoder")
@@ -59,7 +61,7 @@ def test_every_built_in_family_agrees(family):
 
 
 def test_tiny_configs_keep_their_dimensions():
-    for family in ("bert", "roberta", "deberta-v2", "llama", "mistral", "qwen2"):
+    for family in ("bert", "roberta", "deberta-v2", "deberta", "llama", "mistral", "qwen2"):
         c = FAMILIES[family].tiny()
         assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.vocab_size) == (
             48, 2, 4, 64, 101)
@@ -96,3 +98,95 @@ def test_a_family_without_tiny_config_says_so():
             models.tiny_model("electra")
     finally:
         FAMILIES.pop("electra")
+
+
+def _deberta_attention(model, layer: int = 0):
+    return model.deberta.encoder.layer[layer].attention.self
+
+
+def _perturbed(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def test_deberta_v1_structure_and_fused_in_proj():
+    s = tenpeft.discover(models.tiny_model("deberta"))
+    assert (s.family, s.num_layers, s.num_heads, s.num_kv_heads, s.head_dim) == ("deberta", 2, 4, 4, 12)
+    assert s.head == ["pooler", "classifier"]
+    for i, layer in enumerate(s.layers):
+        assert set(layer) == {"q", "k", "v", "o", "ffn_in", "ffn_out"}
+        prefix = f"deberta.encoder.layer.{i}."
+        assert {r: (t.name, t.out_slice, t.in_features, t.out_features) for r, t in layer.items() if r in "qkv"} == {
+            r: (prefix + "attention.self.in_proj", (j * 12, j * 12 + 12, 36), 48, 48) for j, r in enumerate("qkv")}
+        assert layer["o"].name == prefix + "attention.output.dense" and layer["o"].out_slice is None
+        assert (layer["ffn_in"].name, layer["ffn_out"].name) == (prefix + "intermediate.dense", prefix + "output.dense")
+
+
+@pytest.mark.parametrize("index, role", list(enumerate("qkv")))
+def test_deberta_v1_role_changes_exactly_its_projection(index, role):
+    """transformers' own split (``transpose_for_scores(in_proj(x)).chunk(3, -1)``): the update on
+    ``role`` moves exactly that projection, head by head in q_bias/v_bias's order."""
+    model = _perturbed(tenpeft.inject(models.tiny_model("deberta"), "lora", roles=[role], rank=2))
+    attention = _deberta_attention(model)
+    x = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        adapted = attention.transpose_for_scores(attention.in_proj(x)).chunk(3, dim=-1)
+        base = attention.transpose_for_scores(attention.in_proj.base(x)).chunk(3, dim=-1)
+        update = attention.transpose_for_scores(attention.in_proj.updates[0](x))
+    for j in range(3):
+        if j == index:
+            assert torch.allclose(adapted[j] - base[j], update, atol=1e-6) and update.abs().max() > 0
+        else:
+            assert torch.equal(adapted[j], base[j])
+
+
+def test_deberta_v1_updates_equal_editing_the_rows_transformers_uses():
+    """The adapted model equals the base with ΔW_q/k/v added to the in_proj rows that transformers
+    reads for them (``ws = in_proj.weight.chunk(3 * heads)``; head h of q/k/v is ``ws[3h + 0/1/2]``)."""
+    base = models.tiny_model("deberta")
+    edited = copy.deepcopy(base)
+    model = _perturbed(tenpeft.inject(base, "lora", roles=["q", "k", "v", "o"], rank=2, head="frozen"))
+    batch = models.tiny_batch(model)
+    with torch.no_grad():
+        for layer in range(2):
+            wrapper = _deberta_attention(model, layer).in_proj
+            ws = _deberta_attention(edited, layer).in_proj.weight.chunk(3 * 4, dim=0)
+            for k, update in enumerate(wrapper.updates):
+                for h, rows in enumerate(update.delta_weight().chunk(4, dim=0)):
+                    ws[3 * h + k].add_(rows)
+            edited.deberta.encoder.layer[layer].attention.output.dense.weight.add_(
+                model.deberta.encoder.layer[layer].attention.output.dense.delta_weight())
+        out = model(**batch).logits
+        assert torch.allclose(out, edited(**batch).logits, atol=1e-5)
+        tenpeft.merge(model)
+        assert torch.allclose(model(**batch).logits, out, atol=1e-5)
+
+
+def test_deberta_v1_lora_q_v_count_is_the_closed_form():
+    model = tenpeft.inject(models.tiny_model("deberta"), "lora", roles=["q", "v"], rank=4)
+    report = tenpeft.parameter_report(model)
+    assert report.matches_formula
+    assert report.components["factors"] == 2 * 2 * 4 * (48 + 48)  # layers x roles x rank (in + out)
+    assert report.components["head"] == (48 * 48 + 48) + (48 * 3 + 3)  # pooler.dense + classifier
+
+
+@pytest.mark.parametrize("family", ["deberta", "deberta-v2"])
+def test_deberta_tt_head_is_the_pooler_dense(family):
+    """Like LoRETTA's code: the square head linear of DeBERTa is ``pooler.dense``."""
+    from tenpeft.placements import ParallelUpdate
+
+    model = tenpeft.inject(models.tiny_model(family), "lora", head="tt")
+    assert isinstance(model.pooler.dense, ParallelUpdate) and not isinstance(model.classifier, ParallelUpdate)
+    assert tenpeft.parameter_report(model).matches_formula
+
+
+def test_deberta_v1_bad_inputs():
+    model = models.tiny_model("deberta")
+    model.config.num_key_value_heads = 2  # a per-head interleaved in_proj cannot hold grouped KV heads
+    with pytest.raises(tenpeft.TenpeftError, match="interleaved per head, which needs as many KV heads"):
+        tenpeft.discover(model)
+    with pytest.raises(tenpeft.TenpeftError, match="not a slice of .*in_proj"):
+        tenpeft.inject(models.tiny_model("deberta"), "adapter", roles=["q"])

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM, GPTNeoXConfig
 import tenpeft
 from models import CONFIGS, tiny_model
 
-KV_HEADS = {"bert": 4, "roberta": 4, "deberta-v2": 4, "gpt2": 4, "llama": 2, "mistral": 2, "qwen2": 2, "qwen3": 2}
+KV_HEADS = {"bert": 4, "roberta": 4, "deberta": 4, "deberta-v2": 4, "gpt2": 4, "llama": 2, "mistral": 2, "qwen2": 2, "qwen3": 2}
 
 
 @pytest.mark.parametrize("family", sorted(CONFIGS))
