@@ -43,17 +43,21 @@ def test_identity_train_and_count(family, method):
     assert report.trainable == sum(after[n].numel() for n in trainable)
 
 
+def perturbed(model, std: float):
+    """``model`` with noise of ``std`` added to every trainable parameter (so no update is zero)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * std)
+    return model
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if tenpeft.METHODS[m].placement == "parallel"])
 def test_parallel_forward_equals_delta_weight(family, method):
     """Every parallel update's factorized forward equals x @ ΔW^T of its reconstructed ΔW."""
     from tenpeft.placements import ParallelUpdate
 
-    model = tiny_model(family)
-    tenpeft.inject(model, method)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.1)
+    model = perturbed(tenpeft.inject(tiny_model(family), method), 0.1)
     wrappers = [m for m in model.modules() if isinstance(m, ParallelUpdate)]
     assert wrappers
     for wrapper in wrappers:
@@ -68,13 +72,8 @@ def test_parallel_forward_equals_delta_weight(family, method):
 def test_cast_after_injection(family, method):
     """``model.to(dtype)`` after ``inject`` is followed by every update (PEFT survives the same cast):
     double gives the fp32 outputs to fp32 rounding, bf16 and an autocast region run, and the cast back works."""
-    model = tiny_model(family)
+    model = perturbed(tenpeft.inject(tiny_model(family), method), 0.05)
     batch = tiny_batch(model)
-    tenpeft.inject(model, method)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
     reference = logits(model, batch)
     model.double()
     assert {p.dtype for p in model.parameters()} == {torch.float64}
