@@ -11,9 +11,14 @@ from .structure import is_decoder
 
 # name -> (transformers config class, arguments)
 PRESETS = {
+    "deberta-base": ("DebertaConfig", {"num_labels": 2}),  # DeBERTa v1, microsoft/deberta-base
     "roberta-base": ("RobertaConfig", {"num_labels": 2}),
     "roberta-large": ("RobertaConfig", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                                         "intermediate_size": 4096, "num_labels": 2}),
+    "llama-2-7b": ("LlamaConfig", {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                                   "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000}),
+    "llama-2-70b": ("LlamaConfig", {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                                    "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000}),
     "llama-7b-gqa": ("LlamaConfig", {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
                                      "num_key_value_heads": 8, "intermediate_size": 11008, "vocab_size": 32000}),
     "smollm2-135m": ("LlamaConfig", {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
