@@ -345,10 +345,13 @@ def _einsum(operands, labels, out_labels) -> torch.Tensor:
 
 
 def _autocasting(tensor: torch.Tensor) -> bool:
-    try:
+    """Whether an autocast region is active for ``tensor``'s device (torch < 2.4 takes no device)."""
+    if _AUTOCAST_TAKES_DEVICE:
         return torch.is_autocast_enabled(tensor.device.type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+_AUTOCAST_TAKES_DEVICE = torch.__version__ >= (2, 4)  # TorchVersion compares as a version
 
 
 @lru_cache(maxsize=4096)
