@@ -10,10 +10,11 @@ from ..plugins import lookup
 from .base import Budget, Factorization, RankSpec
 from .cp import CP
 from .dense import Dense
+from .kron import Kronecker
 from .tt import TT
 from .tucker import Tucker
 
-FORMATS: dict[str, type[Factorization]] = {"cp": CP, "tucker": Tucker, "tt": TT, "dense": Dense}
+FORMATS: dict[str, type[Factorization]] = {"cp": CP, "tucker": Tucker, "tt": TT, "dense": Dense, "kron": Kronecker}
 
 
 def register_format(name: str, cls: type[Factorization]) -> type[Factorization]:
@@ -32,5 +33,5 @@ def get_format(name: str) -> type[Factorization]:
     return fmt
 
 
-__all__ = ["Budget", "CP", "Dense", "FORMATS", "Factorization", "RankSpec", "TT", "Tucker",
+__all__ = ["Budget", "CP", "Dense", "FORMATS", "Factorization", "Kronecker", "RankSpec", "TT", "Tucker",
            "get_format", "register_format"]

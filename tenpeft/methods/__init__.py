@@ -5,22 +5,30 @@ from ..errors import TenpeftError
 from ..plugins import lookup
 from .base import BuildContext, Method, MethodConfig, Plan
 from .baselines import BitfitConfig, FullConfig, bitfit_formula, build_bitfit, build_full, full_formula
-from .per_target import (LoraConfig, LorettaRepConfig, build_lora, build_loretta_rep, lora_formula,
+from .per_target import (KronaConfig, LoraConfig, LorettaRepConfig, build_lora, build_loretta_rep, lora_formula,
                          loretta_rep_formula)
 from .serial import AdapterConfig, LorettaAdpConfig, build_serial, serial_formula
 from .shared import (LortaConfig, LortaTTConfig, LortaTuckerConfig, SharedFFNConfig, SharedTensorConfig, build_shared,
                      shared_formula)
+from .stack import (FactTKConfig, FactTTConfig, LotrConfig, MetaTTConfig, StackConfig, TensLoraConfig,
+                    build_stack, stack_formula)
 from .stacked import NolaConfig, VeraConfig, build_nola, build_vera, nola_formula, vera_formula
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lora", LoraConfig, build_lora, lora_formula, "parallel"),
     Method("vera", VeraConfig, build_vera, vera_formula, "parallel"),
     Method("nola", NolaConfig, build_nola, nola_formula, "parallel"),
+    Method("krona", KronaConfig, build_lora, lora_formula, "parallel"),
     Method("loretta_rep", LorettaRepConfig, build_loretta_rep, loretta_rep_formula, "parallel"),
     Method("lorta", LortaConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("lorta_tucker", LortaTuckerConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("lorta_tt", LortaTTConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("shared_ffn", SharedFFNConfig, build_shared, shared_formula, "parallel", needs_structure=True),
+    Method("lotr", LotrConfig, build_stack, stack_formula, "parallel", needs_structure=True),
+    Method("fact_tt", FactTTConfig, build_stack, stack_formula, "parallel", needs_structure=True),
+    Method("fact_tk", FactTKConfig, build_stack, stack_formula, "parallel", needs_structure=True),
+    Method("metatt", MetaTTConfig, build_stack, stack_formula, "parallel", needs_structure=True),
+    Method("tenslora", TensLoraConfig, build_stack, stack_formula, "parallel", needs_structure=True),
     Method("adapter", AdapterConfig, build_serial, serial_formula, "serial"),
     Method("loretta_adp", LorettaAdpConfig, build_serial, serial_formula, "serial"),
     Method("bitfit", BitfitConfig, build_bitfit, bitfit_formula, "base", uses_targets=False),
@@ -42,5 +50,5 @@ def get_method(name: str) -> Method:
     return method
 
 
-__all__ = ["BuildContext", "METHODS", "Method", "MethodConfig", "Plan", "SharedTensorConfig", "build_shared", "get_method",
-           "register_method", "shared_formula"]
+__all__ = ["BuildContext", "METHODS", "Method", "MethodConfig", "Plan", "SharedTensorConfig", "StackConfig", "build_shared", "build_stack", "get_method",
+           "register_method", "shared_formula", "stack_formula"]

@@ -1,4 +1,5 @@
-"""Per-target parallel methods: LoRA (per-matrix CP) and LoRETTA_rep (TT-tensorized bottleneck)."""
+"""Per-target parallel methods: LoRA (per-matrix CP), KronA/LoKr (per-matrix Kronecker) and LoRETTA_rep
+(TT-tensorized bottleneck)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..formats import get_format
+from ..formats.kron import kron_factor_pair, lokr_init
 from ..layouts.bottleneck import BottleneckUpdate
 from ..layouts.per_matrix import MatrixUpdate
 from ..shapes import check_explicit_shapes, check_shapes_used, explicit_shape, matrix_shape
@@ -34,11 +36,38 @@ class LoraConfig(MethodConfig):
         check_alpha_or_scale(self)
         check_explicit_shapes(self.shapes)
 
+    def default_shape(self, out_features: int, in_features: int) -> tuple[int, ...]:
+        """The tensor shape of a matrix whose size ``shapes`` does not name: ``(out, in)``."""
+        return (out_features, in_features)
+
+    def official_init(self, tensor) -> None:
+        """Draw a non-CP tensor's factors as the method's official code does (LoRA: keep tenpeft's rule)."""
+
+
+@dataclass
+class KronaConfig(LoraConfig):
+    """KronA / LoKr: ``ΔW = (alpha / rank) kron(A, B)`` per target (format ``kron``): ``A (o1 x i1)``
+    zero at init, ``B (o2 x i2)`` low-rank ``B_a B_b`` when ``rank < max(o2, i2) / 2``; ``out = o1 o2`` and
+    ``in = i1 i2`` split by LoKr's rule (``decompose_factor``: -1 the pair closest to the square root)
+    unless ``shapes`` names the size. PEFT LoKr's defaults: rank 8, alpha 8, its Kaiming-uniform init."""
+
+    format: str = "kron"
+    alpha: float | None = 8.0
+    decompose_factor: int = -1
+
+    def default_shape(self, out_features: int, in_features: int) -> tuple[int, ...]:
+        (o1, o2), (i1, i2) = (kron_factor_pair(n, self.decompose_factor) for n in (out_features, in_features))
+        return (o1, o2, i1, i2)
+
+    def official_init(self, tensor) -> None:
+        if self.format == "kron":
+            lokr_init(tensor)
+
 
 def _lora_shape(c: LoraConfig, target) -> tuple[int, ...]:
-    """The tensor ``ΔW`` of ``target`` is viewed as: ``shapes``' entry for its size, else ``(out, in)``."""
+    """The tensor ``ΔW`` of ``target`` is viewed as: ``shapes``' entry for its size, else ``c.default_shape``."""
     shape = explicit_shape(target.out_features, target.in_features, c.shapes)
-    return shape if shape is not None else (target.out_features, target.in_features)
+    return shape if shape is not None else c.default_shape(target.out_features, target.in_features)
 
 
 def build_lora(ctx: BuildContext) -> Plan:
@@ -49,8 +78,10 @@ def build_lora(ctx: BuildContext) -> Plan:
     def make(target):
         shape = _lora_shape(c, target)
         if c.format != "cp" or len(shape) != 2:
-            return MatrixUpdate(target.in_features, target.out_features, c.format, c.rank, scale=scale,
-                                shape=shape, **ctx.placement(target))
+            update = MatrixUpdate(target.in_features, target.out_features, c.format, c.rank, scale=scale,
+                                  shape=shape, **ctx.placement(target))
+            c.official_init(update.factorization)
+            return update
         # PEFT's LoRA init: B = factor_0 (out x r) zero, A^T = factor_1 ~ U(-1/sqrt(in), 1/sqrt(in))
         update = MatrixUpdate(target.in_features, target.out_features, "cp", c.rank, scale=scale,
                               zero_factor="factor_0", **ctx.placement(target))

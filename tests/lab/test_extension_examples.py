@@ -24,8 +24,6 @@ EXAMPLES = {
     "btd_format": ("lora", ["--ranks", "2", "--set", "lora.format=\"btd\""], {"rank": 2, "format": "btd"}, "bert"),
     "lorta_btd": ("lorta_btd", ["--ranks", "1"], {"rank": 1}, "bert"),
     "peft_dora": ("peft_dora", ["--ranks", "2"], None, None),
-    "kronecker": ("kron_lora", ["--ranks", "1", "--set", 'kron_lora.shapes={"32x32": [4, 8, 4, 8]}'],
-                  {"shapes": {"48x48": [4, 12, 4, 12]}}, "bert"),
     "shared_ffn_tt": ("shared_ffn_tt", ["--ranks", "2"], {"rank": 2}, "llama"),
     "electra_family": ("lorta", ["--ranks", "1", "--model", "tiny-electra"], {"rank": 1}, "electra"),
 }

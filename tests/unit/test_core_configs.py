@@ -6,9 +6,10 @@ import pytest
 
 import tenpeft
 from tenpeft import MethodConfig
-from tenpeft.methods.per_target import LoraConfig, LorettaRepConfig
+from tenpeft.methods.per_target import KronaConfig, LoraConfig, LorettaRepConfig
 from tenpeft.methods.serial import AdapterConfig, LorettaAdpConfig
 from tenpeft.methods.shared import LortaConfig, LortaTTConfig, LortaTuckerConfig, SharedFFNConfig
+from tenpeft.methods.stack import FactTKConfig, FactTTConfig, LotrConfig, MetaTTConfig, TensLoraConfig
 from tenpeft.methods.stacked import NolaConfig, VeraConfig
 
 OWNED = [(LoraConfig, "rank"), (LorettaRepConfig, "rank"), (LorettaRepConfig, "bottleneck"),
@@ -16,7 +17,9 @@ OWNED = [(LoraConfig, "rank"), (LorettaRepConfig, "rank"), (LorettaRepConfig, "b
          (LorettaAdpConfig, "bottleneck"),
          (LortaConfig, "rank"), (LortaTuckerConfig, "rank"), (LortaTTConfig, "rank"), (SharedFFNConfig, "rank"),
          (VeraConfig, "rank"),
-         (NolaConfig, "rank"), (NolaConfig, "num_bases")]
+         (NolaConfig, "rank"), (NolaConfig, "num_bases"), (KronaConfig, "rank"),
+         (LotrConfig, "rank"), (FactTTConfig, "rank"), (FactTKConfig, "rank"), (MetaTTConfig, "rank"),
+         (TensLoraConfig, "rank")]
 
 
 @pytest.mark.parametrize("config, name", OWNED, ids=lambda v: getattr(v, "__name__", v))

@@ -1,6 +1,6 @@
 """Tensorized per-matrix updates: ``lora`` with ``shapes={"OUTxIN": [...]}`` views ``ΔW`` as a tensor,
-so any format drops in; a Kronecker format (a user-style class: factors carrying several modes, no
-bond) gives ``ΔW = A ⊗ B``. Also the network contract check every format passes at construction."""
+so any format drops in; a Kronecker format written as a user would (factors carrying several modes,
+no bond; the core's own is ``kron``) gives ``ΔW = A ⊗ B``. Also the network contract check every format passes at construction."""
 import json
 
 import pytest
@@ -17,12 +17,12 @@ class Kronecker(Factorization):
     """``T (o_1, o_2, i_1, i_2)`` with ``T[a, c, b, e] = A[a, b] B[c, e]``: the row-major view of
     ``ΔW = A ⊗ B``, ``A (o_1 x i_1)``, ``B (o_2 x i_2)``; params ``o_1 i_1 + o_2 i_2``; ``B`` zero at init."""
 
-    format_name = "kron"
+    format_name = "user_kron"
 
     @classmethod
     def uniform_ranks(cls, shape, rank):
         if len(shape) != 4:
-            raise tenpeft.TenpeftError(f"kron needs a 4-way shape (o_1, o_2, i_1, i_2), got {list(shape)}")
+            raise tenpeft.TenpeftError(f"user_kron needs a 4-way shape (o_1, o_2, i_1, i_2), got {list(shape)}")
         return (1,)
 
     @classmethod
@@ -50,9 +50,9 @@ class Kronecker(Factorization):
 
 @pytest.fixture(autouse=True)
 def kron():
-    register_format("kron", Kronecker)
+    register_format("user_kron", Kronecker)
     yield
-    tenpeft.FORMATS.pop("kron")
+    tenpeft.FORMATS.pop("user_kron")
 
 
 SHAPES = {"bert": {"48x48": [4, 12, 4, 12]}, "llama": {"48x48": [4, 12, 4, 12], "24x48": [4, 6, 4, 12]}}
@@ -73,7 +73,7 @@ def test_kronecker_lora_invariants(family, tmp_path):
     model = tiny_model(family)
     batch = tiny_batch(model)
     base_out = logits(model, batch)
-    tenpeft.inject(model, "lora", format="kron", shapes=SHAPES[family], scale=2.0)
+    tenpeft.inject(model, "lora", format="user_kron", shapes=SHAPES[family], scale=2.0)
     assert torch.equal(logits(model, batch), base_out)  # identity at init: B = 0
 
     before, trainable = snapshot(model), {n for n, p in model.named_parameters() if p.requires_grad}
@@ -99,7 +99,7 @@ def test_kronecker_lora_invariants(family, tmp_path):
 
 
 def test_kronecker_delta_weight_is_torch_kron():
-    model = _nonzero(tenpeft.inject(tiny_model("llama"), "lora", format="kron", shapes=SHAPES["llama"], scale=0.5))
+    model = _nonzero(tenpeft.inject(tiny_model("llama"), "lora", format="user_kron", shapes=SHAPES["llama"], scale=0.5))
     wrappers = [m for m in model.modules() if isinstance(m, ParallelUpdate)]
     for wrapper in wrappers:
         update = wrapper.updates[0]
@@ -149,7 +149,7 @@ def test_plain_lora_is_unchanged():
 def test_bad_tensor_shapes_are_refused_before_the_model_changes(shapes, match):
     model = tiny_model("bert")
     with pytest.raises(tenpeft.TenpeftError, match=match):
-        tenpeft.inject(model, "lora", format="kron", shapes=shapes)
+        tenpeft.inject(model, "lora", format="user_kron", shapes=shapes)
     assert not hasattr(model, "tenpeft_state")
 
 
@@ -165,7 +165,7 @@ def test_an_old_lora_adapter_without_shapes_still_loads(tmp_path):
     for loaded in (tenpeft.from_pretrained(tiny_model("bert"), tmp_path),
                    tenpeft.load_adapter(tenpeft.inject(tiny_model("bert"), "lora", rank=2), tmp_path)):
         assert (logits(loaded, batch) - logits(model, batch)).abs().max() <= 1e-6
-    other = tenpeft.inject(tiny_model("bert"), "lora", rank=2, format="kron", shapes={"48x48": [4, 12, 4, 12]})
+    other = tenpeft.inject(tiny_model("bert"), "lora", rank=2, format="user_kron", shapes={"48x48": [4, 12, 4, 12]})
     with pytest.raises(tenpeft.TenpeftError, match="other settings"):  # a missing field means its default
         tenpeft.load_adapter(other, tmp_path)
 
