@@ -59,6 +59,10 @@ class StackConfig(MethodConfig):
     def modes(self) -> tuple[str, ...]:
         return self.MODES
 
+    def rank_for(self, shape: tuple[int, ...]) -> RankSpec:
+        """The rank spec of one tensor of ``shape`` (default: ``rank`` as given)."""
+        return self.rank
+
     def official_init(self, tensor) -> None:
         """Draw the factors as the official code does (default: keep tenpeft's rule)."""
 
@@ -160,6 +164,13 @@ class TensLoraConfig(StackConfig):
         stacked = {TENSLORA_LAYOUTS[p] for p in self.layout.split("_")}
         return ("in", "out", *(m for m in ("head", "type", "layer") if m in stacked))
 
+    def rank_for(self, shape: tuple[int, ...]) -> RankSpec:
+        """An int rank of a Tucker tensor is capped at each mode's size (a larger rank adds parameters
+        and nothing it can represent, e.g. rank 8 on the 3 matrix types)."""
+        if self.format == "tucker" and isinstance(self.rank, int) and not isinstance(self.rank, bool):
+            return tuple(min(self.rank, n) for n in shape)
+        return self.rank
+
     def official_init(self, tensor) -> None:
         if self.format != "tucker":
             return
@@ -173,11 +184,11 @@ def _layout(ctx: BuildContext) -> StackLayout:
     return stack_layout(ctx.structure, ctx.targets, ctx.config.modes())
 
 
-def _scale(c: StackConfig, shape) -> float:
+def _scale(c: StackConfig, tensor) -> float:
     """``alpha / rank`` (a budget or fraction resolved to its largest rank) or ``scale``."""
     rank = c.rank
     if c.alpha is not None and not isinstance(rank, (int, tuple, list)):
-        rank = max(get_format(c.format).resolve_rank(shape, rank))
+        rank = max(tensor.ranks)
     return scale_from_alpha(c.alpha, rank, c.scale)
 
 
@@ -187,11 +198,11 @@ def build_stack(ctx: BuildContext) -> Plan:
     fmt, tensors = get_format(c.format), {}
     for name, shape in layout.groups(ctx.targets).items():
         zero = type(c).ZERO if c.init == "default" and type(c).ZERO else "default"
-        tensor = fmt(shape, c.rank, zero_factor=zero, seed=c.seed, **ctx.placement(ctx.targets[0]))
+        tensor = fmt(shape, c.rank_for(shape), zero_factor=zero, seed=c.seed, **ctx.placement(ctx.targets[0]))
         if c.init == "default":
             c.official_init(tensor)
         tensors[name] = tensor
-    scale = _scale(c, next(iter(tensors.values())).shape)
+    scale = _scale(c, next(iter(tensors.values())))
     plan = parallel_plan(ctx, lambda t: StackUpdate(tensors[layout.group_of(t)], layout, t, scale))
     plan.shared = {f"{type(c).KEY}_{name}": tensor for name, tensor in tensors.items()}
     return plan
@@ -201,5 +212,6 @@ def stack_formula(ctx: BuildContext) -> dict[str, int]:
     """The sum over the groups' tensors of ``count(format, shape, rank)``."""
     fmt = get_format(ctx.config.format)
     groups = _layout(ctx).groups(ctx.targets)
-    return {"shared_factors": sum(fmt.count(s, fmt.resolve_rank(s, ctx.config.rank)) for s in groups.values())}
+    c = ctx.config
+    return {"shared_factors": sum(fmt.count(s, fmt.resolve_rank(s, c.rank_for(s))) for s in groups.values())}
 
