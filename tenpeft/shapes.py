@@ -39,6 +39,16 @@ def factorize(n: int, target: int = 8) -> tuple[int, ...]:
     return tuple(sorted(best))
 
 
+@lru_cache(maxsize=1024)
+def split_into(n: int, k: int) -> tuple[int, ...]:
+    """``n`` as exactly ``k`` factors (descending, padded with 1s where ``n`` has fewer prime factors)
+    as equal as ``n`` allows (the rule of ``factorize``): ``split_into(4096, 4) == (8, 8, 8, 8)``."""
+    if n < 1 or k < 1:
+        raise TenpeftError(f"cannot split {n} into {k} factors")
+    best = min(_splits(tuple(_prime_factors(n)), k), key=lambda fs: _imbalance(fs, n, k)) if n > 1 else ()
+    return tuple(sorted(best, reverse=True)) + (1,) * (k - len(best))
+
+
 def _splits(primes: tuple[int, ...], k: int) -> set[tuple[int, ...]]:
     """Every way to multiply the primes into at most ``k`` factors (as sorted tuples)."""
     found: set[tuple[int, ...]] = {()}

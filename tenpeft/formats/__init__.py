@@ -11,10 +11,11 @@ from .base import Budget, Factorization, RankSpec
 from .cp import CP
 from .dense import Dense
 from .kron import Kronecker
+from .quanta import Quanta
 from .tt import TT
 from .tucker import Tucker
 
-FORMATS: dict[str, type[Factorization]] = {"cp": CP, "tucker": Tucker, "tt": TT, "dense": Dense, "kron": Kronecker}
+FORMATS: dict[str, type[Factorization]] = {"cp": CP, "tucker": Tucker, "tt": TT, "dense": Dense, "kron": Kronecker, "quanta": Quanta}
 
 
 def register_format(name: str, cls: type[Factorization]) -> type[Factorization]:
@@ -33,5 +34,5 @@ def get_format(name: str) -> type[Factorization]:
     return fmt
 
 
-__all__ = ["Budget", "CP", "Dense", "FORMATS", "Factorization", "Kronecker", "RankSpec", "TT", "Tucker",
+__all__ = ["Budget", "CP", "Dense", "FORMATS", "Factorization", "Kronecker", "Quanta", "RankSpec", "TT", "Tucker",
            "get_format", "register_format"]

@@ -7,6 +7,7 @@ from .base import BuildContext, Method, MethodConfig, Plan
 from .baselines import BitfitConfig, FullConfig, bitfit_formula, build_bitfit, build_full, full_formula
 from .per_target import (KronaConfig, LoraConfig, LorettaRepConfig, build_lora, build_loretta_rep, lora_formula,
                          loretta_rep_formula)
+from .quanta import QuantaConfig, build_quanta, quanta_formula
 from .serial import AdapterConfig, LorettaAdpConfig, build_serial, serial_formula
 from .shared import (LortaConfig, LortaTTConfig, LortaTuckerConfig, SharedFFNConfig, SharedTensorConfig, build_shared,
                      shared_formula)
@@ -19,6 +20,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vera", VeraConfig, build_vera, vera_formula, "parallel"),
     Method("nola", NolaConfig, build_nola, nola_formula, "parallel"),
     Method("krona", KronaConfig, build_lora, lora_formula, "parallel"),
+    Method("quanta", QuantaConfig, build_quanta, quanta_formula, "parallel"),
     Method("loretta_rep", LorettaRepConfig, build_loretta_rep, loretta_rep_formula, "parallel"),
     Method("lorta", LortaConfig, build_shared, shared_formula, "parallel", needs_structure=True),
     Method("lorta_tucker", LortaTuckerConfig, build_shared, shared_formula, "parallel", needs_structure=True),

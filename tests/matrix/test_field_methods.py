@@ -229,3 +229,37 @@ def test_stack_modes_are_checked():
     for modes in (("in", "stack"), ("in", "out", "depth"), ("in", "out", "layer", "stack"), ("in", "in", "out")):
         with pytest.raises(tenpeft.TenpeftError, match="modes"):
             check_modes(modes)
+
+
+def test_quanta_circuit_equals_the_official_einsum():
+    """The official forward for 4 axes (quanta/tuners/quanta.py builds it with opt_einsum),
+    ``...abcd,ghcd,flbh,epal,jkfg,ioek,mnij->...mnop`` over the gates in order, equals the format's
+    contraction (float64)."""
+    from tenpeft.formats.quanta import Quanta
+
+    sizes = (3, 2, 4, 2)
+    circuit = Quanta(sizes + sizes, zero_factor=None, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    _random(circuit, gen)
+    x = torch.randn(5, *sizes, generator=gen, dtype=torch.float64)
+    gates = [getattr(circuit, n) for n in circuit.factor_names]
+    official = torch.einsum("zabcd,ghcd,flbh,epal,jkfg,ioek,mnij->zmnop", x, *gates)
+    torch.testing.assert_close(circuit.contract(x, (4, 5, 6, 7), (0, 1, 2, 3)), official, rtol=0, atol=1e-10)
+
+
+def test_quanta_count_at_llama_2_7b():
+    """The official LLaMA-2-7B runs: Q and V, axes 16-8-8-4: ``sum_{i<j} (d_i d_j)^2 = 43,008`` per matrix,
+    2,752,512 for 64 matrices (0.041% of 6.74B, the paper's figure)."""
+    config = transformers.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
+    model = tenpeft.inject(build_model(config, "base", device="meta"), "quanta",
+                           shapes={"4096x4096": [16, 8, 8, 4, 16, 8, 8, 4]})
+    assert tenpeft.parameter_report(model).components["factors"] == 64 * 43_008
+
+
+def test_split_into():
+    """Each side of a QuanTA matrix: exactly ``k`` factors, descending, as even as the size allows."""
+    from tenpeft.shapes import split_into
+
+    assert [split_into(n, k) for n, k in ((4096, 4), (768, 4), (48, 4), (24, 4), (7, 3))] == [
+        (8, 8, 8, 8), (8, 6, 4, 4), (4, 3, 2, 2), (3, 2, 2, 2), (7, 1, 1)]
