@@ -276,12 +276,13 @@ class Factorization(nn.Module):
         name, axes = network[index]
         factor, n_modes = getattr(self, name), len(self.shape)
         bonds = [a for a in axes if a >= n_modes]
-        if len(axes) - len(bonds) != 1 or not bonds:
+        joined = [a for a in bonds if any(a in other for j, (_, other) in enumerate(network) if j != index)]
+        if len(axes) - len(bonds) != 1 or not joined:
             return None
         large = [a for a in bonds if factor.shape[axes.index(a)] > 1]
-        if len(large) > 1:
+        if len(large) > 1 or not set(large) <= set(joined):
             return None
-        bond = (large or bonds)[0]
+        bond = (large or joined)[0]  # a bond the other factors share (a TT boundary bond of size 1 is not)
         first = factor.movedim(axes.index(mode), 0)
         first = first.reshape(first.shape[0], -1)  # the other axes: the bond and bonds of size 1
         operands, labels, _ = self._operands(None, (), (), fixed)

@@ -263,3 +263,20 @@ def test_split_into():
 
     assert [split_into(n, k) for n, k in ((4096, 4), (768, 4), (48, 4), (24, 4), (7, 3))] == [
         (8, 8, 8, 8), (8, 6, 4, 4), (4, 3, 2, 2), (3, 2, 2, 2), (7, 1, 1)]
+
+
+@pytest.mark.parametrize("method, kwargs", [("lotr", {}), ("fact_tt", {}), ("metatt", {}), ("lorta_tt", {}),
+                                            ("lora", {"format": "tt"})])
+def test_tt_rank_one_forward_equals_delta_weight(method, kwargs):
+    """At TT rank 1 every bond of the first core has size 1 and its boundary bond joins no other core;
+    the split of that core must use the bond it shares (the equal-budget study's rank-1 LoTR crashed)."""
+    model = tenpeft.inject(tiny_model("bert"), method, rank=1, **kwargs)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    for wrapper in (m for m in model.modules() if isinstance(m, ParallelUpdate)):
+        x = torch.randn(2, 3, wrapper.in_features, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(wrapper(x) - wrapper.base(x), x @ wrapper.delta_weight().T, rtol=0, atol=1e-5)
