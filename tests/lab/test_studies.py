@@ -21,6 +21,7 @@ CASES = {
     "shape_search": ["--targets", "2,8"],
     "overfitting": ["--methods", "lora,loretta_rep"],
     "forgetting": ["--methods", "lora,lorta"],
+    "equal_budget": ["--methods", "lora,lorta,fact_tt,krona", "--budgets", "300,1200"],
 }
 
 
@@ -64,6 +65,24 @@ def test_rank_ablation_grid(workspace):
     grid = sorted((c["method"], c["axes"].get("rank"), c["seed"]) for c in configs)
     assert grid == sorted([(m, r, s) for m in ("lora", "lorta") for r in (1, 2) for s in (0, 1)] +
                           [("full", None, 0), ("full", None, 1)])
+
+
+def test_equal_budget_fits_every_method_to_every_budget(workspace):
+    """Each record's adapter count is the one fit_rank chose, within --tolerance of its budget; krona,
+    whose count stops at 320 on tiny-bert's 32-wide Q and V, has no 1,200 point."""
+    from tenpeft.lab.budget import fit_rank
+
+    load("equal_budget").main(_argv(workspace, "equal_budget"))
+    records = [json.loads(p.read_text()) for p in (workspace / "results" / "equal_budget").glob("*.json")]
+    points = {(r["config"]["method"], r["config"]["axes"]["budget"]) for r in records}
+    assert points == {(m, b) for m in ("lora", "lorta", "fact_tt", "krona") for b in (300, 1200)} - {("krona", 1200)}
+    for r in records:
+        c = r["config"]
+        fit = fit_rank("tiny-bert", c["method"], c["axes"]["budget"], {"head": "dense", "train_norms": False})
+        components = r["params"]["components"]
+        assert c["method_args"] == {"head": "dense", "train_norms": False, "rank": fit.rank}
+        assert components.get("factors", 0) + components.get("shared_factors", 0) == fit.count
+        assert fit.ratio <= 2.0
 
 
 def test_shape_search_runs_each_shape_at_the_budget(workspace):
