@@ -9,7 +9,7 @@ from .errors import TenpeftError
 from .export import LoraExport, to_lora
 from .formats import FORMATS, Budget, Factorization, get_format, register_format
 from .io import from_pretrained, load_adapter, save_adapter
-from .lifecycle import merge, merge_and_unload, unload, unmerge
+from .lifecycle import disable_adapter, merge, merge_and_unload, unload, unmerge
 from .methods import METHODS, Method, MethodConfig, get_method, register_method
 from .report import ParameterReport, parameter_report
 from .shapes import factorize, matrix_shape
@@ -18,6 +18,6 @@ from .structure import FAMILIES, FamilySpec, ModelStructure, discover, register_
 
 __all__ = ["Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "LoraExport", "METHODS", "Method",
            "MethodConfig", "ModelStructure", "ParameterReport", "TenpeftError", "TenpeftState", "__version__",
-           "discover", "factorize", "from_pretrained", "get_format", "get_method", "inject", "load_adapter",
+           "disable_adapter", "discover", "factorize", "from_pretrained", "get_format", "get_method", "inject", "load_adapter",
            "matrix_shape", "merge", "merge_and_unload", "parameter_report", "register_family", "register_format",
            "register_method", "save_adapter", "to_lora", "unload", "unmerge"]

@@ -7,7 +7,8 @@ train (the factors would get no gradient). Serial adapters cannot be merged. ``u
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -67,6 +68,8 @@ def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
     idempotent."""
     state_of(model)
     _check_mergeable(model)
+    if any(w.disabled for _, w in wrappers(model)):
+        raise TenpeftError("the adapter is disabled (inside tenpeft.disable_adapter); merge after the with-block")
     for name, wrapper in wrappers(model):
         if modules is not None and name not in modules:
             continue
@@ -107,3 +110,37 @@ def unload(model: nn.Module) -> nn.Module:
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge, then unload: a plain transformers model with the update in its weights."""
     return unload(merge(model))
+
+
+ADAPTER_COMPONENTS = ("factors", "shared_factors")  # trained outside the base's own parameters
+
+
+@contextlib.contextmanager
+def disable_adapter(model: nn.Module, adapters_only: bool = False) -> Iterator[nn.Module]:
+    """``with tenpeft.disable_adapter(model):`` the model computes as its base (PEFT's
+    ``disable_adapter``): every parallel update and serial adapter is skipped, so the outputs are the
+    base model's bit for bit; on exit (an error included) the adapter is active again. Base parameters
+    a method trains in place (norms, the task head, biases, ``full``) keep no untouched copy, so such a
+    model is refused unless ``adapters_only=True`` (skip the adapters, keep those trained values). A
+    merged model is refused (``unmerge`` first)."""
+    state_of(model)
+    if merged_wrappers(model):
+        raise TenpeftError("the model is merged (tenpeft.merge), so the base weights hold the update; call "
+                           "tenpeft.unmerge(model) before disable_adapter")
+    if not adapters_only:
+        from .report import parameter_report
+
+        trained = {k: n for k, n in parameter_report(model).components.items() if n and k not in ADAPTER_COMPONENTS}
+        if trained:
+            raise TenpeftError(f"{state_of(model).method} trains base parameters in place ({trained}), which keep no "
+                               f"untouched copy, so disabling the adapter cannot give the base outputs; inject with "
+                               f"head='frozen' and train_norms=False, or pass adapters_only=True to skip only the adapters")
+    found = [w for _, w in wrappers(model)]
+    before = [w.disabled for w in found]
+    for wrapper in found:
+        wrapper.disabled = True
+    try:
+        yield model
+    finally:
+        for wrapper, was in zip(found, before):
+            wrapper.disabled = was

@@ -72,6 +72,7 @@ class AdapterWrapper(nn.Module):
 
     base: nn.Module
     is_tenpeft_wrapper = True
+    disabled = False  # set by tenpeft.disable_adapter: compute as the base module
 
 
 class ParallelUpdate(AdapterWrapper):
@@ -102,6 +103,8 @@ class ParallelUpdate(AdapterWrapper):
         y = self.base(x, *args, **kwargs)
         if self.merged:
             self._check_merged_forward()
+            return y
+        if self.disabled:
             return y
         for update, out_slice in zip(self.updates, self.slices):
             delta = update(x.to(update.compute_dtype)).to(y.dtype)
@@ -147,6 +150,8 @@ class SerialAdapter(AdapterWrapper):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         h = self.base(x, *args, **kwargs)
+        if self.disabled:
+            return h
         return h + self.up(self.act(self.down(h.to(self.compute_dtype)))).to(h.dtype)
 
 
