@@ -34,8 +34,8 @@ class StackConfig(MethodConfig):
     """A tensor in ``format`` of rank ``rank`` (int, per-mode tuple, fraction or budget: per tensor)
     over the blocks of the ``roles`` laid out by ``modes()``; every update is multiplied by
     ``alpha / rank`` when ``alpha`` is given, else by ``scale``. ``init``: ``"default"`` the method's
-    official init (``official_init``), ``"std"`` tenpeft's rule (reconstruction std 0.02, the
-    ``zero_factor`` zero). Class attributes: ``MODES`` (the modes in order), ``KEY`` (the name
+    official init (``official_init``; in a format other than the method's own, tenpeft's rule),
+    ``"std"`` tenpeft's rule (reconstruction std 0.02, the format's default factor zero). Class attributes: ``MODES`` (the modes in order), ``KEY`` (the name
     under ``model.tenpeft_shared``), ``ZERO`` (the factor zeroed at init, None: the format's)."""
 
     MODES: ClassVar[tuple[str, ...]] = ("in", "stack", "out")
@@ -180,6 +180,10 @@ class TensLoraConfig(StackConfig):
                 nn.init.orthogonal_(factor)
 
 
+def _default_format(c: StackConfig) -> str:
+    return type(c).__dataclass_fields__["format"].default
+
+
 def _layout(ctx: BuildContext) -> StackLayout:
     return stack_layout(ctx.structure, ctx.targets, ctx.config.modes())
 
@@ -196,10 +200,11 @@ def build_stack(ctx: BuildContext) -> Plan:
     """One tensor per group (``plan.shared['<KEY>_<group>']``) and one update per target."""
     c, layout = ctx.config, _layout(ctx)
     fmt, tensors = get_format(c.format), {}
+    official = c.init == "default" and c.format == _default_format(c)  # another format: tenpeft's rule
     for name, shape in layout.groups(ctx.targets).items():
-        zero = type(c).ZERO if c.init == "default" and type(c).ZERO else "default"
+        zero = type(c).ZERO if official and type(c).ZERO else "default"
         tensor = fmt(shape, c.rank_for(shape), zero_factor=zero, seed=c.seed, **ctx.placement(ctx.targets[0]))
-        if c.init == "default":
+        if official:
             c.official_init(tensor)
         tensors[name] = tensor
     scale = _scale(c, next(iter(tensors.values())))

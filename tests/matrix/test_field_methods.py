@@ -280,3 +280,15 @@ def test_tt_rank_one_forward_equals_delta_weight(method, kwargs):
         x = torch.randn(2, 3, wrapper.in_features, generator=gen)
         with torch.no_grad():
             torch.testing.assert_close(wrapper(x) - wrapper.base(x), x @ wrapper.delta_weight().T, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, fmt", [("lotr", "cp"), ("lotr", "tucker"), ("fact_tt", "cp"), ("fact_tk", "tt"),
+                                         ("metatt", "cp")])
+def test_another_format_takes_tenpeft_init(method, fmt):
+    """The official inits name the official format's factors; in another format the 0.02-std rule applies
+    (the format's default factor zero), and the model starts as the base."""
+    base = tiny_model("bert")
+    batch = tiny_batch(base)
+    model = tenpeft.inject(tiny_model("bert"), method, format=fmt, rank=2)
+    assert torch.equal(logits(model, batch), logits(base, batch))
+    assert tenpeft.parameter_report(model).matches_formula
