@@ -43,11 +43,11 @@ def variants(model: str, methods: list[str], budgets: list[int], tolerance: floa
 
 
 def figure(records: list[dict]):
-    """The frontier of these runs, each labelled by its rank alone (the common head/norm settings left out)."""
+    """The frontier of these runs (the common head/norm settings left out of the labels), unannotated."""
     shown = copy.deepcopy(records)
     for record in shown:
         record["config"]["method_args"] = {"rank": record["config"]["method_args"]["rank"]}
-    return frontier_figure(shown)
+    return frontier_figure(shown, annotate=False)  # nine methods x four budgets: the table gives the ranks
 
 
 def _tolerance(text: str) -> float:

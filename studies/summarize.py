@@ -86,7 +86,8 @@ def main(argv=None) -> str:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     parts = []
-    tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"]), ("shape_search", ["task", "axis_shape", "lr"]))
+    tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"]), ("shape_search", ["task", "axis_shape", "lr"]),
+              ("equal_budget", ["task", "axis_budget", "method", "axis_rank", "lr"]))
     for study, by in tables:
         records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
         if records:
