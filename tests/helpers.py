@@ -42,3 +42,12 @@ def assert_untouched(model, before) -> None:
     for name, (value, flag) in params.items():
         assert torch.equal(value, before[1][name][0]) and flag == before[1][name][1], name
     assert not hasattr(model, "tenpeft_state")
+
+
+def perturbed(model, std: float = 0.1):
+    """``model`` with noise of ``std`` added to every trainable parameter (so no update is zero)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * std)
+    return model

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import tenpeft
-from helpers import logits, snapshot, train_steps
+from helpers import logits, perturbed, snapshot, train_steps
 from models import FAMILIES, tiny_batch, tiny_model
 
 METHODS = sorted(tenpeft.METHODS)
@@ -41,15 +41,6 @@ def test_identity_train_and_count(family, method):
     report = tenpeft.parameter_report(model)
     assert report.matches_formula, (report.components, report.expected)
     assert report.trainable == sum(after[n].numel() for n in trainable)
-
-
-def perturbed(model, std: float):
-    """``model`` with noise of ``std`` added to every trainable parameter (so no update is zero)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * std)
-    return model
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if tenpeft.METHODS[m].placement == "parallel"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import models
+from helpers import perturbed
 import tenpeft
 from tenpeft import register_family
 from tenpeft.lab.models import is_decoder as lab_is_decoder
@@ -104,14 +105,6 @@ def _deberta_attention(model, layer: int = 0):
     return model.deberta.encoder.layer[layer].attention.self
 
 
-def _perturbed(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
-
-
 def test_deberta_v1_structure_and_fused_in_proj():
     s = tenpeft.discover(models.tiny_model("deberta"))
     assert (s.family, s.num_layers, s.num_heads, s.num_kv_heads, s.head_dim) == ("deberta", 2, 4, 4, 12)
@@ -129,7 +122,7 @@ def test_deberta_v1_structure_and_fused_in_proj():
 def test_deberta_v1_role_changes_exactly_its_projection(index, role):
     """transformers' own split (``transpose_for_scores(in_proj(x)).chunk(3, -1)``): the update on
     ``role`` moves exactly that projection, head by head in q_bias/v_bias's order."""
-    model = _perturbed(tenpeft.inject(models.tiny_model("deberta"), "lora", roles=[role], rank=2))
+    model = perturbed(tenpeft.inject(models.tiny_model("deberta"), "lora", roles=[role], rank=2))
     attention = _deberta_attention(model)
     x = torch.randn(2, 5, 48)
     with torch.no_grad():
@@ -148,7 +141,7 @@ def test_deberta_v1_updates_equal_editing_the_rows_transformers_uses():
     reads for them (``ws = in_proj.weight.chunk(3 * heads)``; head h of q/k/v is ``ws[3h + 0/1/2]``)."""
     base = models.tiny_model("deberta")
     edited = copy.deepcopy(base)
-    model = _perturbed(tenpeft.inject(base, "lora", roles=["q", "k", "v", "o"], rank=2, head="frozen"))
+    model = perturbed(tenpeft.inject(base, "lora", roles=["q", "k", "v", "o"], rank=2, head="frozen"))
     batch = models.tiny_batch(model)
     with torch.no_grad():
         for layer in range(2):

@@ -6,19 +6,11 @@ import pytest
 import torch
 
 import tenpeft
-from helpers import logits
+from helpers import logits, perturbed
 from models import tiny_batch, tiny_model
 
 ADAPTERS = sorted(m for m, spec in tenpeft.METHODS.items() if spec.uses_targets)
 ONLY_ADAPTER = dict(head="frozen", train_norms=False)
-
-
-def _perturbed(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
@@ -27,7 +19,7 @@ def test_disabled_outputs_are_the_base_outputs(family, method):
     base = tiny_model(family)
     batch = tiny_batch(base)
     expected = logits(base, batch)
-    model = _perturbed(tenpeft.inject(tiny_model(family), method, **ONLY_ADAPTER))
+    model = perturbed(tenpeft.inject(tiny_model(family), method, **ONLY_ADAPTER))
     adapted = logits(model, batch)
     assert not torch.allclose(adapted, expected, atol=1e-6)
     with tenpeft.disable_adapter(model) as same:
@@ -37,7 +29,7 @@ def test_disabled_outputs_are_the_base_outputs(family, method):
 
 
 def test_the_adapter_comes_back_after_an_error_and_nested_blocks():
-    model = _perturbed(tenpeft.inject(tiny_model("llama"), "lorta"))
+    model = perturbed(tenpeft.inject(tiny_model("llama"), "lorta"))
     batch = tiny_batch(model)
     adapted = logits(model, batch)
     with pytest.raises(ZeroDivisionError):
@@ -52,14 +44,14 @@ def test_the_adapter_comes_back_after_an_error_and_nested_blocks():
 
 
 def test_no_gradient_reaches_the_factors_while_disabled():
-    model = _perturbed(tenpeft.inject(tiny_model("llama"), "lora"))
+    model = perturbed(tenpeft.inject(tiny_model("llama"), "lora"))
     with tenpeft.disable_adapter(model):
         loss = model(**tiny_batch(model)).loss
     assert not loss.requires_grad  # the factors are not in the graph (a DPO reference pass costs no backward)
 
 
 def test_base_parameters_trained_in_place_are_refused_unless_adapters_only():
-    model = _perturbed(tenpeft.inject(tiny_model("bert"), "loretta_rep"))  # trains norms and the head
+    model = perturbed(tenpeft.inject(tiny_model("bert"), "loretta_rep"))  # trains norms and the head
     batch = tiny_batch(model)
     adapted = logits(model, batch)
     with pytest.raises(tenpeft.TenpeftError, match=r"loretta_rep trains base parameters in place \(\{'norms': \d+, "
@@ -73,7 +65,7 @@ def test_base_parameters_trained_in_place_are_refused_unless_adapters_only():
 
 
 def test_merged_models_are_refused_and_no_merge_inside_the_block():
-    model = _perturbed(tenpeft.inject(tiny_model("llama"), "lora"))
+    model = perturbed(tenpeft.inject(tiny_model("llama"), "lora"))
     tenpeft.merge(model)
     with pytest.raises(tenpeft.TenpeftError, match=r"the model is merged .*tenpeft.unmerge\(model\) before disable_adapter"):
         with tenpeft.disable_adapter(model):
