@@ -112,8 +112,6 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return unload(merge(model))
 
 
-ADAPTER_COMPONENTS = ("factors", "shared_factors")  # trained outside the base's own parameters
-
 
 @contextlib.contextmanager
 def disable_adapter(model: nn.Module, adapters_only: bool = False) -> Iterator[nn.Module]:
@@ -130,7 +128,7 @@ def disable_adapter(model: nn.Module, adapters_only: bool = False) -> Iterator[n
     if not adapters_only:
         from .report import parameter_report
 
-        trained = {k: n for k, n in parameter_report(model).components.items() if n and k not in ADAPTER_COMPONENTS}
+        trained = parameter_report(model).trained_in_place
         if trained:
             raise TenpeftError(f"{state_of(model).method} trains base parameters in place ({trained}), which keep no "
                                f"untouched copy, so disabling the adapter cannot give the base outputs; inject with "

@@ -9,6 +9,7 @@ from torch import nn
 from .state import adapter_tensors, state_of
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base")
+ADAPTER_COMPONENTS = ("factors", "shared_factors")  # the adapter's own; the rest are base parameters trained in place
 
 
 @dataclass
@@ -28,6 +29,16 @@ class ParameterReport:
     @property
     def trainable(self) -> int:
         return sum(self.components.values())
+
+    @property
+    def adapter(self) -> int:
+        """The adapter's own trainable parameters (``ADAPTER_COMPONENTS``): no head, norms, biases or base."""
+        return sum(self.components.get(c, 0) for c in ADAPTER_COMPONENTS)
+
+    @property
+    def trained_in_place(self) -> dict[str, int]:
+        """The non-zero components that are base parameters trained in place (norms, head, biases, base)."""
+        return {k: n for k, n in self.components.items() if n and k not in ADAPTER_COMPONENTS}
 
     @property
     def matches_formula(self) -> bool:

@@ -7,6 +7,7 @@ terms, so no rank: every intermediate axis is a bond between two gates."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from itertools import combinations
 
 import torch
@@ -15,7 +16,8 @@ from ..errors import TenpeftError
 from .base import Factorization
 
 
-def _gates(shape) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+@lru_cache(maxsize=256)
+def _gates(shape: tuple[int, ...]) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
     """``(name, labels, sizes)`` of every gate in application order (labels: modes ``0..2N-1``, bonds above)."""
     n = len(shape) // 2
     out, label, size = shape[:n], {k: n + k for k in range(n)}, {k: shape[n + k] for k in range(n)}
@@ -27,7 +29,7 @@ def _gates(shape) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
             label[k], size[k] = (k, out[k]) if left[k] == 0 else (bond, out[k])
             bond += left[k] > 0
         gates.append((f"gate_{len(gates)}", (label[q], label[p], *inputs), (out[q], out[p], *in_sizes)))
-    return gates
+    return tuple(gates)
 
 
 class Quanta(Factorization):
@@ -46,15 +48,15 @@ class Quanta(Factorization):
 
     @classmethod
     def factor_shapes(cls, shape, ranks):
-        return {name: sizes for name, _, sizes in _gates(shape)}
+        return {name: sizes for name, _, sizes in _gates(tuple(shape))}
 
     @classmethod
     def network(cls, shape, ranks):
-        return [(name, labels) for name, labels, _ in _gates(shape)]
+        return [(name, labels) for name, labels, _ in _gates(tuple(shape))]
 
     @classmethod
     def count(cls, shape, ranks):
-        return sum(math.prod(sizes) for _, _, sizes in _gates(shape))
+        return sum(math.prod(sizes) for _, _, sizes in _gates(tuple(shape)))
 
     @classmethod
     def summed_terms(cls, ranks):
@@ -62,7 +64,7 @@ class Quanta(Factorization):
 
     @classmethod
     def default_zero_factor(cls, shape):
-        return f"gate_{len(_gates(shape)) - 1}"
+        return f"gate_{len(_gates(tuple(shape))) - 1}"
 
     @torch.no_grad()
     def reset_factors(self, init_std: float, factor_std: float | None = None) -> None:

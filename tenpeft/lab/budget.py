@@ -1,7 +1,7 @@
 """Equal parameter budgets: the rank at which a method's adapter comes closest to a budget.
 
-The adapter count is the ``factors`` and ``shared_factors`` components of ``parameter_report``
-(not the task head, norms or biases), counted on the meta device: no weights, no compute."""
+The adapter count is ``parameter_report(model).adapter`` (the ``factors`` and ``shared_factors``
+components: not the task head, norms or biases), counted on the meta device: no weights, no compute."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,6 @@ from tenpeft.lab.adapt import rank_arg
 from tenpeft.lab.models import load_config, resolve_model
 from tenpeft.lab.run import adapt_on_meta
 
-ADAPTER_COMPONENTS = ("factors", "shared_factors")
 MAX_RANK = 1024
 
 
@@ -38,8 +37,7 @@ def _count(model: str, method: str, args_json: str) -> int:
     import tenpeft
 
     adapted = adapt_on_meta(load_config(resolve_model(model)), model, method, json.loads(args_json), 2)
-    components = tenpeft.parameter_report(adapted).components
-    return sum(components.get(c, 0) for c in ADAPTER_COMPONENTS)
+    return tenpeft.parameter_report(adapted).adapter
 
 
 def adapter_count(model: str, method: str, method_args: dict) -> int:

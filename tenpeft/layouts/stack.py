@@ -48,6 +48,11 @@ def check_modes(modes: Sequence[str]) -> tuple[str, ...]:
     return modes
 
 
+def stacks_types(modes: Sequence[str]) -> bool:
+    """Whether the matrix types share a tensor (``type`` or ``stack`` is a mode): then blocks are d x d."""
+    return "type" in modes or "stack" in modes
+
+
 @dataclass(frozen=True)
 class StackLayout:
     """Where every target's blocks sit: the modes, the block sides per role, the type offsets."""
@@ -59,7 +64,7 @@ class StackLayout:
 
     @property
     def stacks_types(self) -> bool:
-        return "type" in self.modes or "stack" in self.modes
+        return stacks_types(self.modes)
 
     @property
     def num_types(self) -> int:
@@ -112,7 +117,7 @@ def stack_layout(structure: ModelStructure, targets: Sequence[Target], modes: Se
     if "head" in modes and set(dims) - set(ATTENTION_ROLES):
         raise TenpeftError(f"a head mode splits attention matrices only; roles {sorted(set(dims) - set(ATTENTION_ROLES))} "
                            f"cannot join it (use roles from {ATTENTION_ROLES}, or modes without 'head')")
-    stacked = "type" in modes or "stack" in modes
+    stacked = stacks_types(modes)
     d = structure.hidden_size
     blocks = {}
     for role, (n_in, n_out) in dims.items():

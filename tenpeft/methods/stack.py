@@ -172,8 +172,6 @@ class TensLoraConfig(StackConfig):
         return self.rank
 
     def official_init(self, tensor) -> None:
-        if self.format != "tucker":
-            return
         for name in tensor.factor_names:
             factor = getattr(tensor, name)
             if name != tensor.zero_factor and name != "core" and not factor.is_meta:
