@@ -13,9 +13,9 @@ import os
 import sys
 
 import tenpeft
-from tenpeft.io import read_adapter_config
+from tenpeft.io import adapter_files, read_adapter_config
 from tenpeft.plugins import import_plugins, load_entry_points
-from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
+from tenpeft.state import CONFIG_NAME
 from tenpeft.presets import PRESETS, TASKS, build_on_meta, preset_config
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base", "frozen_stored", "seed_regenerable")
@@ -125,7 +125,8 @@ def summarize_adapter(folder: str) -> dict:
         raise CliError(f"adapter directory {folder!r} not found")
     config = read_adapter_config(folder, known_method=False)  # its structure checked; any method
     tensors, targets = config["tensors"], config["targets"]
-    found, size = read_safetensors_header(os.path.join(folder, WEIGHTS_NAME))
+    weights_path = adapter_files(folder)[1]
+    found, size = read_safetensors_header(weights_path)
     components = dict.fromkeys(COMPONENTS, 0)  # trainable ones first, then frozen_stored, seed_regenerable
     for info in tensors.values():
         components[info["component"]] = components.get(info["component"], 0) + math.prod(info["shape"])
@@ -137,7 +138,7 @@ def summarize_adapter(folder: str) -> dict:
             "trainable": sum(components[k] for k in COMPONENTS[:6]), "total": sum(components.values()),
             "num_tensors": len(tensors), "frozen_random_stored": config["frozen_random_stored"],
             "plugins": config.get("plugins", []),
-            "file_size": size, "header_matches_config": not mismatches, "mismatches": mismatches}
+            "file": os.path.basename(weights_path), "file_size": size, "header_matches_config": not mismatches, "mismatches": mismatches}
 
 
 def format_summary(s: dict) -> str:
@@ -154,7 +155,7 @@ def format_summary(s: dict) -> str:
              f"{'component':<18}{'parameters':>14}"]
     lines += [f"{name:<18}{count:>14,}" for name, count in s["components"].items()]
     lines += [f"{'trainable':<18}{s['trainable']:>14,}", f"{'total stored':<18}{s['total']:>14,}",
-              f"file:             {WEIGHTS_NAME}, {s['file_size']:,} bytes, {s['num_tensors']} tensors",
+              f"file:             {s['file']}, {s['file_size']:,} bytes, {s['num_tensors']} tensors",
               f"header matches config: {'yes' if s['header_matches_config'] else 'NO'}"]
     return "\n".join(lines + [f"  mismatch: {m}" for m in s["mismatches"]])
 

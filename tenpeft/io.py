@@ -1,5 +1,9 @@
 """Adapters on disk: ``CONFIG_NAME`` + ``WEIGHTS_NAME`` (what they contain: ``tenpeft.state``); never pickle.
 
+The names are not PEFT's, so neither PEFT nor transformers takes a tenpeft folder for theirs; a folder
+that tenpeft 0.1.0 saved under PEFT's names (``LEGACY_NAMES``) still loads, and a PEFT adapter or a
+transformers model given to tenpeft fails naming what it is and what loads it.
+
 The config holds the method, every hyperparameter, the targets, the seed, the base model's
 identity and the tenpeft version; the tensors are the trainable ones (shared factors once, trained
 norms and heads included) and frozen ones that cannot be rebuilt (a tensorized head's base weight).
@@ -29,8 +33,8 @@ from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .plugins import import_hint
 from .report import parameter_report
-from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, WEIGHTS_NAME, adapter_config, adapter_tensors,
-                    base_identity, saved_hyperparameters, state_of)
+from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME, adapter_config,
+                    adapter_tensors, base_identity, saved_hyperparameters, state_of)
 from .version import __version__
 
 
@@ -54,7 +58,7 @@ class _Each:
 
 
 _TENSOR_ENTRY = {"shape": [int], "dtype": str, "component": str}
-_CONFIG_SCHEMA = {  # what tenpeft reads from adapter_config.json (format and format_version are checked first)
+_CONFIG_SCHEMA = {  # what tenpeft reads from CONFIG_NAME (format and format_version are checked first)
     "tenpeft_version": str, "method": str, "hyperparameters": dict, "targets": [str], "frozen_random_stored": bool,
     "base_model": {"class": str, "model_type": (str, None), "name_or_path": str,
                    "dims": {key: (int, None) for key in IDENTITY_DIMS}},
@@ -107,12 +111,32 @@ def _load_json(path: str):
         raise TenpeftError(f"cannot read {path}: {err.strerror or err}") from None
 
 
+def adapter_files(directory: str) -> tuple[str, str]:
+    """The paths of the config and weights files of the tenpeft adapter in ``directory`` (``CONFIG_NAME`` and
+    ``WEIGHTS_NAME``, or ``LEGACY_NAMES`` when tenpeft 0.1.0 saved it), or a TenpeftError saying what the
+    folder holds instead (a PEFT adapter, a transformers model, nothing) and what loads it."""
+    names = (CONFIG_NAME, WEIGHTS_NAME)
+    legacy = os.path.join(directory, LEGACY_NAMES[0])
+    if not os.path.isfile(os.path.join(directory, CONFIG_NAME)) and os.path.isfile(legacy):
+        found = _load_json(legacy)
+        if isinstance(found, dict) and found.get("format") == FORMAT:
+            names = LEGACY_NAMES
+        elif isinstance(found, dict) and "peft_type" in found:
+            raise TenpeftError(f"{directory!r} holds a PEFT adapter (peft_type {found['peft_type']!r}), not a tenpeft "
+                               f"one: load it with peft.PeftModel.from_pretrained(base_model, {directory!r})")
+    if not os.path.isfile(os.path.join(directory, names[0])):
+        what = ("a transformers model (config.json), not a tenpeft adapter: load it with transformers' "
+                "from_pretrained" if os.path.isfile(os.path.join(directory, "config.json"))
+                else "not a tenpeft adapter directory")
+        raise TenpeftError(f"no {CONFIG_NAME} in {directory!r}: {what}; tenpeft.save_adapter writes {CONFIG_NAME} "
+                           f"and {WEIGHTS_NAME}")
+    return os.path.join(directory, names[0]), os.path.join(directory, names[1])
+
+
 def read_adapter_config(directory: str, known_method: bool = True) -> dict:
     """The saved config, its structure checked (one TenpeftError naming the first wrong field), its format
     version and (if ``known_method``) its method known here, else an error naming the plugin modules to import."""
-    path = os.path.join(directory, CONFIG_NAME)
-    if not os.path.isfile(path):
-        raise TenpeftError(f"no {CONFIG_NAME} in {directory!r}: not a tenpeft adapter directory")
+    path = adapter_files(directory)[0]
     config = _load_json(path)
     fix = "the file was edited by hand or is not a tenpeft adapter config; save it again with tenpeft.save_adapter"
     if not isinstance(config, dict):
@@ -173,9 +197,9 @@ def _check_identity(model: nn.Module, saved: dict) -> None:
 
 
 def _read_weights(directory: str, config: dict) -> dict[str, torch.Tensor]:
-    path = os.path.join(directory, WEIGHTS_NAME)
+    path = adapter_files(directory)[1]
     if not os.path.isfile(path):
-        raise TenpeftError(f"no {WEIGHTS_NAME} in {directory!r}; the adapter is incomplete")
+        raise TenpeftError(f"no {os.path.basename(path)} in {directory!r}; the adapter is incomplete")
     try:
         weights = load_file(path)
     except (SafetensorError, OSError, ValueError) as err:

@@ -22,7 +22,10 @@ from .plugins import defining_modules
 from .structure import ModelStructure, Target
 from .version import __version__
 
-CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
+# Not PEFT's adapter_config.json / adapter_model.safetensors, so that PEFT and transformers never take a tenpeft
+# adapter for theirs; tenpeft 0.1.0 wrote those names, and a folder holding them is still read (``tenpeft.io``).
+CONFIG_NAME, WEIGHTS_NAME = "tenpeft_config.json", "tenpeft_model.safetensors"
+LEGACY_NAMES = ("adapter_config.json", "adapter_model.safetensors")
 FORMAT, FORMAT_VERSION = "tenpeft-adapter", 1
 IDENTITY_DIMS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
                  "vocab_size")
@@ -70,7 +73,7 @@ def _jsonable(value):
 
 
 def saved_hyperparameters(config: MethodConfig) -> dict:
-    """Every field of a method config as ``adapter_config.json`` holds it (JSON values)."""
+    """Every field of a method config as ``CONFIG_NAME`` holds it (JSON values)."""
     return _jsonable({f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
 
 
@@ -116,7 +119,7 @@ def plugin_modules(model: nn.Module) -> list[str]:
 
 def adapter_config(model: nn.Module, tensors: dict[str, tuple[torch.Tensor, str]], store_frozen_random: bool,
                    report: dict) -> dict:
-    """The content of ``adapter_config.json`` for ``model`` whose adapter tensors are ``tensors``
+    """The content of ``CONFIG_NAME`` for ``model`` whose adapter tensors are ``tensors``
     (:func:`adapter_tensors`) and whose parameter report is ``report``."""
     state = state_of(model)
     return {

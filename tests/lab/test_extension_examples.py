@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from glue_data import write_glue
+from tenpeft.state import CONFIG_NAME
 import paths
 
 ROOT = paths.ROOT
@@ -89,7 +90,7 @@ def test_the_example_adapter_reloads_in_a_fresh_process(module, tmp_path):
     method, _, args, family = EXAMPLES[module]
     folder = str(tmp_path / "adapter")
     _python("-c", SAVE, module, method, json.dumps(args), folder, family)
-    plugins = json.loads(Path(folder, "adapter_config.json").read_text())["plugins"]
+    plugins = json.loads(Path(folder, CONFIG_NAME).read_text())["plugins"]
     out = _python("-c", LOAD, module, folder, family).stdout
     assert "LOADED WITHOUT IMPORT" not in out and "WITHOUT:" in out
     if module not in FAMILY_ONLY:

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig
 
 import tenpeft
+from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 from tenpeft import cli
 
 LORTA_SHARED = 4 * (48 + 12 + 4 + 2 + 4)  # rank 4 CP over (d, d_H, H, L, M) = 280
@@ -109,9 +110,9 @@ def write_adapter(folder, tensors=None, shapes=None):
         "parameter_report": {"method": "lorta"},
     }
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+    with open(os.path.join(folder, CONFIG_NAME), "w") as f:
         json.dump(config, f)
-    save_file({n: t for n, (t, _) in tensors.items()}, os.path.join(folder, "adapter_model.safetensors"))
+    save_file({n: t for n, (t, _) in tensors.items()}, os.path.join(folder, WEIGHTS_NAME))
     return str(folder)
 
 
@@ -133,7 +134,7 @@ def test_inspect_json(tmp_path, capsys):
     assert summary["components"] == {"shared_factors": 48 * 4 + 12 * 4, "norms": 48} and summary["total"] == 288
     assert summary["trainable"] == 288
     assert summary["base_model"]["dims"]["head_dim"] == 12 and summary["hyperparameters"]["rank"] == 4
-    assert summary["file_size"] == os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))
+    assert summary["file_size"] == os.path.getsize(os.path.join(folder, WEIGHTS_NAME))
     assert summary["header_matches_config"] is True and summary["mismatches"] == []
 
 
@@ -150,16 +151,16 @@ def test_inspect_shape_mismatch(tmp_path, capsys):
 def test_inspect_missing_and_extra_tensor(tmp_path, capsys):
     folder = write_adapter(tmp_path / "adapter")
     save_file({"tenpeft_shared.attn.factors.0": torch.zeros(48, 4), "stray": torch.zeros(1)},
-              os.path.join(folder, "adapter_model.safetensors"))
+              os.path.join(folder, WEIGHTS_NAME))
     assert cli.main(["inspect", folder, "--json"]) == 1
     mismatches = "\n".join(json.loads(capsys.readouterr().out)["mismatches"])
-    assert "model.norm.weight: in adapter_config.json but not" in mismatches
+    assert f"model.norm.weight: in {CONFIG_NAME} but not" in mismatches
     assert "stray: in the safetensors file but not" in mismatches
 
 
 def test_inspect_truncated_safetensors(tmp_path, capsys):
     folder = write_adapter(tmp_path / "adapter")
-    path = os.path.join(folder, "adapter_model.safetensors")
+    path = os.path.join(folder, WEIGHTS_NAME)
     with open(path, "r+b") as f:
         f.truncate(10)
     assert cli.main(["inspect", folder]) == 2
@@ -169,14 +170,14 @@ def test_inspect_truncated_safetensors(tmp_path, capsys):
 
 @pytest.mark.parametrize("breakage, message", [
     ("no_dir", "not found"),
-    ("no_config", "adapter_config.json"),
+    ("no_config", CONFIG_NAME),
     ("bad_json", "not valid JSON"),
     ("no_tensors", "not a tenpeft adapter config"),
     ("no_safetensors", "missing, truncated or not a safetensors file"),
 ])
 def test_inspect_bad_input(tmp_path, capsys, breakage, message):
     folder = write_adapter(tmp_path / "adapter")
-    config_path = os.path.join(folder, "adapter_config.json")
+    config_path = os.path.join(folder, CONFIG_NAME)
     if breakage == "no_dir":
         folder = str(tmp_path / "nowhere")
     elif breakage == "no_config":
@@ -185,7 +186,7 @@ def test_inspect_bad_input(tmp_path, capsys, breakage, message):
         with open(config_path, "w") as f:
             f.write("{not json" if breakage == "bad_json" else '{"format": "tenpeft-adapter"}')
     else:
-        os.remove(os.path.join(folder, "adapter_model.safetensors"))
+        os.remove(os.path.join(folder, WEIGHTS_NAME))
     assert cli.main(["inspect", folder]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tenpeft: error: ") and message in err and "Traceback" not in err

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import tenpeft
+from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 from models import tiny_model
 from tenpeft import cli
 from tenpeft.plugins import defining_modules, import_plugins
@@ -143,12 +144,12 @@ def test_defining_modules_leaves_out_tenpeft_and_main():
 
 def test_a_built_in_method_records_no_plugins(tmp_path):
     tenpeft.save_adapter(tenpeft.inject(tiny_model("bert"), "lora"), tmp_path)
-    assert json.loads((tmp_path / "adapter_config.json").read_text())["plugins"] == []
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["plugins"] == []
 
 
 def test_an_adapter_without_the_plugins_field_still_loads(tmp_path):
     tenpeft.save_adapter(tenpeft.inject(tiny_model("bert"), "lora"), tmp_path)
-    path = tmp_path / "adapter_config.json"
+    path = tmp_path / CONFIG_NAME
     config = json.loads(path.read_text())
     del config["plugins"]  # as tenpeft wrote it before plugins were recorded
     path.write_text(json.dumps(config))
@@ -161,7 +162,7 @@ def test_an_adapter_without_the_plugins_field_still_loads(tmp_path):
 
 def test_the_saved_adapter_names_its_plugin_module(saved, capsys):
     directory, _ = saved
-    config = json.loads((directory / "adapter_config.json").read_text())
+    config = json.loads((directory / CONFIG_NAME).read_text())
     assert config["method"] == "bt" and config["hyperparameters"]["format"] == "mycp"
     assert config["plugins"] == ["my_ext"]
     assert cli.main(["inspect", str(directory)]) == 0  # inspect needs no plugin
@@ -204,12 +205,12 @@ def test_a_fresh_process_loads_the_adapter_after_importing_the_plugin(saved, plu
 def test_a_missing_format_plugin_is_named_too(saved, tmp_path):
     """The method is known here (LoRA) but its format comes from the plugin, never imported in this process."""
     directory, _ = saved
-    config = json.loads((directory / "adapter_config.json").read_text())
+    config = json.loads((directory / CONFIG_NAME).read_text())
     config["method"] = "lora"
     other = tmp_path / "adapter"
     other.mkdir()
-    (other / "adapter_config.json").write_text(json.dumps(config))
-    (other / "adapter_model.safetensors").write_bytes((directory / "adapter_model.safetensors").read_bytes())
+    (other / CONFIG_NAME).write_text(json.dumps(config))
+    (other / WEIGHTS_NAME).write_bytes((directory / WEIGHTS_NAME).read_bytes())
     assert "my_ext" not in sys.modules and "mycp" not in tenpeft.FORMATS
     model = tiny_model("llama")
     with pytest.raises(tenpeft.TenpeftError) as info:

@@ -10,7 +10,7 @@ from models import tiny_model
 import paths
 
 PACKAGE = str(paths.PACKAGE)
-FILE_NAMES = ("adapter_config.json", "adapter_model.safetensors")
+FILE_NAMES = ("tenpeft_config.json", "tenpeft_model.safetensors")  # not PEFT's names (issue 14)
 
 
 def test_the_state_module_holds_the_injection_state():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tenpeft
+from tenpeft.state import CONFIG_NAME
 from helpers import logits, snapshot, train_steps
 from models import tiny_batch, tiny_model
 from tenpeft.formats import Factorization, register_format
@@ -88,7 +89,7 @@ def test_kronecker_lora_invariants(family, tmp_path):
     assert report.matches_formula and report.components["factors"] == KRON_COUNT[family]
 
     tenpeft.save_adapter(model, tmp_path)
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["hyperparameters"]["shapes"] == SHAPES[family]
     fresh = tenpeft.from_pretrained(tiny_model(family), tmp_path)
     assert (logits(fresh, batch) - logits(model, batch)).abs().max() <= 1e-6
@@ -157,7 +158,7 @@ def test_an_old_lora_adapter_without_shapes_still_loads(tmp_path):
     model = tenpeft.inject(tiny_model("bert"), "lora", rank=2)
     train_steps(model, tiny_batch(model), steps=2)
     tenpeft.save_adapter(model, tmp_path)
-    path = tmp_path / "adapter_config.json"
+    path = tmp_path / CONFIG_NAME
     config = json.loads(path.read_text())
     del config["hyperparameters"]["shapes"]  # as saved before lora took shapes=
     path.write_text(json.dumps(config))

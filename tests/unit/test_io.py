@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tenpeft
+from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 from helpers import assert_untouched, fingerprint, logits, train_steps
 from models import FAMILIES, tiny_batch, tiny_model
 from tenpeft.placements import ParallelUpdate
@@ -50,13 +51,13 @@ def test_round_trip_into_a_fresh_base(family, method, tmp_path, no_pickle):
 def test_saved_files(tmp_path):
     model, _ = _trained("roberta", "loretta_adp")
     tenpeft.save_adapter(model, tmp_path)
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["method"] == "loretta_adp" and config["tenpeft_version"] == tenpeft.__version__
     assert config["hyperparameters"]["rank"] == 5 and config["hyperparameters"]["seed"] == 0
     assert config["base_model"]["class"] == "RobertaForSequenceClassification"
     components = {d["component"] for d in config["tensors"].values()}
     assert components == {"factors", "norms", "head", "frozen_stored"}  # trained norms and head included
-    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    tensors = load_file(tmp_path / WEIGHTS_NAME)
     assert set(tensors) == set(config["tensors"])
     report = tenpeft.parameter_report(model)
     assert sum(t.numel() for t in tensors.values()) == report.trainable + report.frozen_stored
@@ -67,12 +68,12 @@ def test_saved_files(tmp_path):
 def test_shared_and_frozen_factors(method, tmp_path):
     model, batch = _trained("llama", method)
     tenpeft.save_adapter(model, tmp_path / "a")
-    names = json.loads((tmp_path / "a" / "adapter_config.json").read_text())["tensors"]
+    names = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())["tensors"]
     shared = [n for n in names if n.startswith("tenpeft_shared.")]
     assert shared and len(shared) == len(set(shared))  # stored once
     assert all(names[n]["component"] != "seed_regenerable" for n in names)
     tenpeft.save_adapter(model, tmp_path / "b", store_frozen_random=True)
-    stored = json.loads((tmp_path / "b" / "adapter_config.json").read_text())["tensors"]
+    stored = json.loads((tmp_path / "b" / CONFIG_NAME).read_text())["tensors"]
     regenerable = [n for n, d in stored.items() if d["component"] == "seed_regenerable"]
     assert bool(regenerable) == (method == "vera")
     fresh = tenpeft.from_pretrained(tiny_model("llama"), tmp_path / "b")
@@ -86,7 +87,7 @@ def _saved(tmp_path, family="bert", method="lorta"):
 
 
 def _edit_config(directory, edit):
-    path = directory / "adapter_config.json"
+    path = directory / CONFIG_NAME
     config = json.loads(path.read_text())
     edit(config)
     path.write_text(json.dumps(config))
@@ -103,10 +104,10 @@ def _other_size():
 BAD_LOADS = {
     "other architecture": (lambda d: None, lambda: tiny_model("roberta"), r"class: adapter 'BertForSequenceClassification'"),
     "other size": (lambda d: None, _other_size, r"hidden_size: adapter 48 vs model 64"),
-    "missing weights": (lambda d: os.remove(d / "adapter_model.safetensors"), None, "adapter is incomplete"),
-    "truncated weights": (lambda d: _truncate(d / "adapter_model.safetensors"), None, "truncated or damaged"),
-    "missing config": (lambda d: os.remove(d / "adapter_config.json"), None, "not a tenpeft adapter directory"),
-    "damaged config": (lambda d: (d / "adapter_config.json").write_text("{not json"), None, "not valid JSON"),
+    "missing weights": (lambda d: os.remove(d / WEIGHTS_NAME), None, "adapter is incomplete"),
+    "truncated weights": (lambda d: _truncate(d / WEIGHTS_NAME), None, "truncated or damaged"),
+    "missing config": (lambda d: os.remove(d / CONFIG_NAME), None, "not a tenpeft adapter directory"),
+    "damaged config": (lambda d: (d / CONFIG_NAME).write_text("{not json"), None, "not valid JSON"),
     "unknown method": (lambda d: _edit_config(d, lambda c: c.update(method="lorta_v9")), None,
                        "'lorta_v9'.*unknown to tenpeft"),
     "newer format": (lambda d: _edit_config(d, lambda c: c.update(format_version=99)), None, "upgrade tenpeft"),
@@ -140,10 +141,10 @@ def test_bad_loads_leave_the_model_untouched(case, tmp_path, no_pickle):
 
 def test_tensor_file_with_a_renamed_key_is_refused(tmp_path):
     directory = _saved(tmp_path)
-    tensors = load_file(directory / "adapter_model.safetensors")
+    tensors = load_file(directory / WEIGHTS_NAME)
     name = next(iter(tensors))
     tensors["renamed." + name] = tensors.pop(name)
-    save_file(tensors, directory / "adapter_model.safetensors")
+    save_file(tensors, directory / WEIGHTS_NAME)
     _edit_config(directory, lambda c: c["tensors"].update({"renamed." + name: c["tensors"].pop(name)}))
     model = tiny_model("bert")
     before = fingerprint(model)
@@ -160,8 +161,8 @@ def test_load_adapter_refuses_other_settings(tmp_path):
 
 
 def _tensors_and_config(directory):
-    config = json.loads((directory / "adapter_config.json").read_text())
-    return load_file(directory / "adapter_model.safetensors"), config
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    return load_file(directory / WEIGHTS_NAME), config
 
 
 def test_saving_while_merged_writes_the_unmerged_adapter(tmp_path):
@@ -195,7 +196,7 @@ def test_saving_a_stale_merge_is_refused(tmp_path):
         next(p for n, p in model.named_parameters() if p.requires_grad and "classifier.dense" in n).add_(1.0)
     with pytest.raises(tenpeft.TenpeftError, match="changed while merged"):
         tenpeft.save_adapter(model, tmp_path)
-    assert not os.path.exists(tmp_path / "adapter_config.json")
+    assert not os.path.exists(tmp_path / CONFIG_NAME)
 
 
 def test_load_adapter_into_a_merged_model_is_refused(tmp_path):
@@ -211,7 +212,7 @@ def test_load_adapter_into_a_merged_model_is_refused(tmp_path):
     tenpeft.load_adapter(tenpeft.unmerge(model), directory)
 
 
-# ---- a hand-edited or foreign adapter_config.json: one TenpeftError naming the field ------------------------
+# ---- a hand-edited or foreign tenpeft_config.json: one TenpeftError naming the field ------------------------
 
 def _drop(*keys):
     def edit(config):
@@ -309,7 +310,7 @@ def test_malformed_config_names_the_field(case, entry, saved_lora, tmp_path, cap
     _edit_config(directory, edit)
     err = _load_by(entry, directory, capsys)
     assert re.search(message, err), err
-    assert "adapter_config.json" in err and "tenpeft.save_adapter" in err
+    assert CONFIG_NAME in err and "tenpeft.save_adapter" in err
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -317,17 +318,17 @@ def test_malformed_config_names_the_field(case, entry, saved_lora, tmp_path, cap
 def test_config_that_is_not_an_object(case, entry, saved_lora, tmp_path, capsys):
     directory = tmp_path / "adapter"
     shutil.copytree(saved_lora, directory)
-    (directory / "adapter_config.json").write_text(json.dumps(NOT_AN_OBJECT[case]))
+    (directory / CONFIG_NAME).write_text(json.dumps(NOT_AN_OBJECT[case]))
     err = _load_by(entry, directory, capsys)
     kind = {"a list": "list", "a string": "string", "null": "null", "a number": "int"}[case]
-    assert f"must be a JSON object, got {kind}" in err and "adapter_config.json" in err
+    assert f"must be a JSON object, got {kind}" in err and CONFIG_NAME in err
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_a_peft_config_points_to_peft(entry, saved_lora, tmp_path, capsys):
     directory = tmp_path / "adapter"
     shutil.copytree(saved_lora, directory)
-    (directory / "adapter_config.json").write_text(json.dumps(
+    (directory / CONFIG_NAME).write_text(json.dumps(
         {"peft_type": "LORA", "base_model_name_or_path": "bert-base-uncased", "r": 8, "target_modules": ["query"]}))
     assert "peft.PeftModel.from_pretrained" in _load_by(entry, directory, capsys)
 
@@ -340,4 +341,4 @@ def test_adapter_files_are_readable_by_others(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "a").iterdir()}
-    assert modes == {"adapter_config.json": 0o666 & ~mask, "adapter_model.safetensors": 0o666 & ~mask}
+    assert modes == {CONFIG_NAME: 0o666 & ~mask, WEIGHTS_NAME: 0o666 & ~mask}
