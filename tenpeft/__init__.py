@@ -8,16 +8,17 @@ from .engine import inject
 from .errors import TenpeftError
 from .export import LoraExport, to_lora
 from .formats import FORMATS, Budget, Factorization, get_format, register_format
-from .io import from_pretrained, load_adapter, save_adapter
+from .io import from_pretrained, load_adapter, push_to_hub, save_adapter
 from .lifecycle import disable_adapter, merge, merge_and_unload, unload, unmerge
 from .methods import METHODS, Method, MethodConfig, get_method, register_method
 from .report import ParameterReport, parameter_report
 from .shapes import factorize, matrix_shape
 from .state import TenpeftState
 from .structure import FAMILIES, FamilySpec, ModelStructure, discover, register_family
+from .trainer import adapter_checkpoints
 
-__all__ = ["Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "LoraExport", "METHODS", "Method",
+__all__ = ["adapter_checkpoints", "Budget", "FAMILIES", "FORMATS", "FamilySpec", "Factorization", "LoraExport", "METHODS", "Method",
            "MethodConfig", "ModelStructure", "ParameterReport", "TenpeftError", "TenpeftState", "__version__",
            "disable_adapter", "discover", "factorize", "from_pretrained", "get_format", "get_method", "inject", "load_adapter",
-           "matrix_shape", "merge", "merge_and_unload", "parameter_report", "register_family", "register_format",
+           "matrix_shape", "merge", "merge_and_unload", "parameter_report", "push_to_hub", "register_family", "register_format",
            "register_method", "save_adapter", "to_lora", "unload", "unmerge"]

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +30,7 @@ from torch import nn
 from .atomic import atomic_write, atomic_write_json
 from .engine import inject
 from .errors import TenpeftError
+from .hub import model_card, resolve
 from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .plugins import import_hint
@@ -38,10 +40,14 @@ from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_N
 from .version import __version__
 
 
-def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False) -> None:
+def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write the adapter of ``model`` to ``directory`` (each file replaced atomically); a merged model
-    writes the files of the unmerged one."""
+    writes the files of the unmerged one. A ``state_dict`` (e.g. the full one FSDP or DeepSpeed gather)
+    supplies the values of the adapter tensors it holds."""
     tensors = adapter_tensors(model, include_regenerable=store_frozen_random)
+    if state_dict is not None:
+        tensors = {n: (state_dict.get(n, t), c) for n, (t, c) in tensors.items()}
     config = adapter_config(model, tensors, store_frozen_random, parameter_report(model).to_dict())
     unmerged = unmerged_weights(model, [t for t, _ in tensors.values()])  # a merged head's W_0, not W_0 + ΔW
     os.makedirs(directory, exist_ok=True)
@@ -230,11 +236,13 @@ def _copy_in(model: nn.Module, weights: dict[str, torch.Tensor], frozen_random_s
             tensor.copy_(weights[name].to(tensor.dtype))
 
 
-def load_adapter(model: nn.Module, directory: str) -> nn.Module:
-    """Load saved tensors into a model that already carries the same method and hyperparameters."""
+def load_adapter(model: nn.Module, directory: str, revision: str | None = None, **hub_options) -> nn.Module:
+    """Load saved tensors into a model that already carries the same method and hyperparameters;
+    ``directory`` is a local folder or a Hub repo id (``tenpeft.hub.resolve``)."""
     state = state_of(model)
     if merged_wrappers(model):
         raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
+    directory = resolve(directory, revision, **hub_options)
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
     if config["method"] != state.method or not _same_settings(config["hyperparameters"], state.config):
@@ -256,8 +264,11 @@ def _same_settings(saved: dict, config) -> bool:
         saved[k] == v if k in saved else k in defaults and defaults[k] == v for k, v in current.items())
 
 
-def from_pretrained(model: nn.Module, directory: str) -> nn.Module:
-    """Inject the saved method into a base ``model`` and load its tensors (all or nothing)."""
+def from_pretrained(model: nn.Module, directory: str, revision: str | None = None, **hub_options) -> nn.Module:
+    """Inject the saved method into a base ``model`` and load its tensors (all or nothing); ``directory``
+    is a local folder or a Hub repo id, fetched at ``revision`` (``hub_options``: ``token``, ``cache_dir``,
+    ``local_files_only``, ... of ``huggingface_hub.snapshot_download``)."""
+    directory = resolve(directory, revision, **hub_options)
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
     weights = _read_weights(directory, config)
@@ -279,3 +290,20 @@ def from_pretrained(model: nn.Module, directory: str) -> nn.Module:
         unload(model)
         raise
     return model
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                revision: str | None = None, commit_message: str | None = None, create_pr: bool = False):
+    """Upload ``model``'s adapter (``save_adapter``'s files) and a model card to the Hub repo ``repo_id``
+    (created if missing); returns ``huggingface_hub``'s commit info."""
+    from huggingface_hub import HfApi
+
+    state = state_of(model)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        save_adapter(model, folder)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+            f.write(model_card(model, repo_id))
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                                 commit_message=commit_message or f"Upload tenpeft {state.method} adapter")

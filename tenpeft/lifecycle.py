@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .state import state_of
+from .state import detach_save_pretrained, state_of
 from .errors import TenpeftError
 from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
 
@@ -104,6 +104,7 @@ def unload(model: nn.Module) -> nn.Module:
     for name, p in model.named_parameters():
         p.requires_grad_(state.original_flags.get(name, p.requires_grad))
     del model.tenpeft_state
+    detach_save_pretrained(model)
     return model
 
 

@@ -54,6 +54,44 @@ def state_of(model: nn.Module) -> TenpeftState:
     return state
 
 
+# what transformers' save_pretrained takes that a tenpeft adapter has no use for (one safetensors file, never sharded)
+_IGNORED_SAVE_OPTIONS = {"safe_serialization", "max_shard_size", "variant", "save_function", "token"}
+
+
+class AdapterSave:
+    """``model.save_pretrained`` of an injected model (``inject`` installs it, ``unload`` removes it): writes
+    the tenpeft adapter, not the base, so ``Trainer.save_model``, every Trainer/trl checkpoint and
+    ``model.push_to_hub`` hold the adapter alone, and no save silently drops it. ``state_dict`` (a gathered
+    full state dict, from FSDP or DeepSpeed) supplies the tensors it holds; ``is_main_process=False`` writes
+    nothing."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, save_directory: str, is_main_process: bool = True, state_dict: dict | None = None,
+                 push_to_hub: bool = False, **options) -> None:
+        unknown = sorted(set(options) - _IGNORED_SAVE_OPTIONS)
+        if unknown or push_to_hub:
+            raise TenpeftError(f"save_pretrained of a tenpeft model writes its adapter and takes no "
+                               f"{unknown or ['push_to_hub']}; push with tenpeft.push_to_hub(model, repo_id)")
+        if is_main_process:
+            from .io import save_adapter  # io builds on the state, so it is imported when first needed
+
+            save_adapter(self.model, save_directory, state_dict=state_dict)
+
+
+def attach_save_pretrained(model: nn.Module) -> None:
+    """Make ``model.save_pretrained`` write its tenpeft adapter (:class:`AdapterSave`)."""
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained = AdapterSave(model)
+
+
+def detach_save_pretrained(model: nn.Module) -> None:
+    """Give ``model`` back its class's ``save_pretrained``."""
+    if isinstance(vars(model).get("save_pretrained"), AdapterSave):
+        del model.save_pretrained
+
+
 def base_identity(model: nn.Module) -> dict:
     """What an adapter must match: the model class, family and dimensions."""
     config = getattr(model, "config", None)
