@@ -45,3 +45,17 @@ def tiny_batch(model, batch: int = 2, length: int = 7, seed: int = 1) -> dict:
     labels = (torch.randint(0, model.config.num_labels, (batch,), generator=gen)
               if "Classification" in type(model).__name__ else ids.clone())
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def word_tokenizer(texts, vocab_size: int):
+    """A whitespace word-level tokenizer over the words of ``texts`` (ids below ``vocab_size``), with
+    ``<pad>`` 0, ``<unk>`` 1 and ``<eos>`` 2 as the tiny decoders' configs expect."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for text in texts for w in text.split()})
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2} | {w: i + 3 for i, w in enumerate(words)}
+    assert len(vocab) <= vocab_size, (len(vocab), vocab_size)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
