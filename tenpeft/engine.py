@@ -17,6 +17,8 @@ from .state import TenpeftState, attach_save_pretrained
 from .structure import discover, norm_modules, task_head
 from .targets import select_targets
 
+ORIGINALS_MAX_SHARE = 0.1  # base parameters trained in place up to this share of the model are copied at injection
+
 
 def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     """Freeze ``model`` and put ``method``'s adapters in place; returns the same model object.
@@ -44,9 +46,20 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
     model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
-                                       flags)
+                                       flags, _originals(model, components))
     attach_save_pretrained(model)
     return model
+
+
+def _originals(model: nn.Module, components: dict[str, str]):
+    """CPU copies of the base parameters the method trains in place (norms, head, biases), taken before
+    any training, so ``disable_adapter`` and named adapters can give each one back; None when they are
+    more than ``ORIGINALS_MAX_SHARE`` of the model (``full``), which is then not copied."""
+    params = dict(model.named_parameters())
+    in_place = sum(params[n].numel() for n in components)
+    if in_place > ORIGINALS_MAX_SHARE * sum(p.numel() for p in model.parameters()):
+        return None
+    return {n: params[n].detach().to("cpu", copy=True) for n in components}
 
 
 def _make_config(spec, hyperparameters) -> MethodConfig:

@@ -114,32 +114,41 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
 
 
+@torch.no_grad()
+def swap_values(model: nn.Module, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy ``values`` into the parameters of ``model`` they name; returns copies of what they held."""
+    params = dict(model.named_parameters())
+    previous = {n: params[n].detach().clone() for n in values}
+    for name, value in values.items():
+        params[name].copy_(value)
+    return previous
+
+
 @contextlib.contextmanager
 def disable_adapter(model: nn.Module, adapters_only: bool = False) -> Iterator[nn.Module]:
     """``with tenpeft.disable_adapter(model):`` the model computes as its base (PEFT's
-    ``disable_adapter``): every parallel update and serial adapter is skipped, so the outputs are the
-    base model's bit for bit; on exit (an error included) the adapter is active again. Base parameters
-    a method trains in place (norms, the task head, biases, ``full``) keep no untouched copy, so such a
-    model is refused unless ``adapters_only=True`` (skip the adapters, keep those trained values). A
-    merged model is refused (``unmerge`` first)."""
-    state_of(model)
+    ``disable_adapter``): every parallel update and serial adapter is skipped and the base parameters a
+    method trains in place (norms, the task head, biases) hold their values from before training (the
+    copies ``inject`` took), so the outputs are the base model's bit for bit; on exit (an error included)
+    the adapter and the trained values are back. ``adapters_only=True`` skips only the adapters and keeps
+    the trained values. A merged model is refused (``unmerge`` first), and so is ``full``, whose base
+    parameters were too many to copy, unless ``adapters_only``."""
+    state = state_of(model)
     if merged_wrappers(model):
         raise TenpeftError("the model is merged (tenpeft.merge), so the base weights hold the update; call "
                            "tenpeft.unmerge(model) before disable_adapter")
-    if not adapters_only:
-        from .report import parameter_report
-
-        trained = parameter_report(model).trained_in_place
-        if trained:
-            raise TenpeftError(f"{state_of(model).method} trains base parameters in place ({trained}), which keep no "
-                               f"untouched copy, so disabling the adapter cannot give the base outputs; inject with "
-                               f"head='frozen' and train_norms=False, or pass adapters_only=True to skip only the adapters")
+    if not adapters_only and state.originals is None:
+        raise TenpeftError(f"{state.method} trains so many base parameters in place that inject kept no untouched "
+                           f"copy, so disabling the adapter cannot give the base outputs; pass adapters_only=True "
+                           f"to skip only the adapters")
     found = [w for _, w in wrappers(model)]
     before = [w.disabled for w in found]
     for wrapper in found:
         wrapper.disabled = True
+    trained = swap_values(model, {} if adapters_only else state.originals)
     try:
         yield model
     finally:
+        swap_values(model, trained)
         for wrapper, was in zip(found, before):
             wrapper.disabled = was

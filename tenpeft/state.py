@@ -44,6 +44,9 @@ class TenpeftState:
     expected: dict[str, int] = field(default_factory=dict)  # closed-form counts per component
     head: list[str] = field(default_factory=list)  # top-level modules of the task head
     original_flags: dict[str, bool] = field(default_factory=dict)  # base requires_grad, for unload
+    # the untrained values of the base parameters trained in place (keys of ``components``), on the CPU;
+    # None when they were too many to copy (``engine.ORIGINALS_MAX_SHARE``)
+    originals: dict[str, torch.Tensor] | None = field(default_factory=dict)
 
 
 def state_of(model: nn.Module) -> TenpeftState:

@@ -1,5 +1,6 @@
 """``tenpeft.disable_adapter``: inside the block the model is its base bit for bit; outside it is adapted
-again; models whose method trains base parameters in place, and merged models, are refused."""
+again, and base parameters trained in place (head, norms, biases) hold their untrained values inside;
+``full`` (no copy kept) and merged models are refused."""
 from __future__ import annotations
 
 import pytest
@@ -50,18 +51,43 @@ def test_no_gradient_reaches_the_factors_while_disabled():
     assert not loss.requires_grad  # the factors are not in the graph (a DPO reference pass costs no backward)
 
 
-def test_base_parameters_trained_in_place_are_refused_unless_adapters_only():
+IN_PLACE = sorted(m for m in tenpeft.METHODS if m != "full")
+
+
+@pytest.mark.parametrize("method", IN_PLACE)
+def test_base_parameters_trained_in_place_get_their_untrained_values_back(method):
+    """Default settings (the head, norms and biases trained in place): inside the block those hold the
+    values from before training, so the outputs are still the base's; after it the trained ones are back."""
+    base = tiny_model("bert")
+    batch = tiny_batch(base)
+    expected = logits(base, batch)
+    model = perturbed(tenpeft.inject(tiny_model("bert"), method))
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    adapted = logits(model, batch)
+    with tenpeft.disable_adapter(model):
+        assert torch.equal(logits(model, batch), expected)
+    assert torch.equal(logits(model, batch), adapted)
+    assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_adapters_only_keeps_the_trained_values():
     model = perturbed(tenpeft.inject(tiny_model("bert"), "loretta_rep"))  # trains norms and the head
     batch = tiny_batch(model)
     adapted = logits(model, batch)
-    with pytest.raises(tenpeft.TenpeftError, match=r"loretta_rep trains base parameters in place \(\{'norms': \d+, "
-                                                   r"'head': \d+\}\).*adapters_only=True"):
-        with tenpeft.disable_adapter(model):
-            pytest.fail("the block must not run")
-    assert torch.equal(logits(model, batch), adapted)
     with tenpeft.disable_adapter(model, adapters_only=True):
         skipped = logits(model, batch)
     assert not torch.equal(skipped, adapted) and not torch.equal(skipped, logits(tiny_model("bert"), batch))
+    assert torch.equal(logits(model, batch), adapted)
+
+
+def test_full_fine_tuning_keeps_no_copy_and_is_refused_unless_adapters_only():
+    model = perturbed(tenpeft.inject(tiny_model("bert"), "full"))
+    assert model.tenpeft_state.originals is None  # the whole model was not copied
+    with pytest.raises(tenpeft.TenpeftError, match=r"full trains so many base parameters in place.*adapters_only=True"):
+        with tenpeft.disable_adapter(model):
+            pytest.fail("the block must not run")
+    with tenpeft.disable_adapter(model, adapters_only=True):
+        pass
 
 
 def test_merged_models_are_refused_and_no_merge_inside_the_block():
