@@ -26,8 +26,8 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     Raises TenpeftError (model untouched) for an unknown method or hyperparameter, a bad rank or
     shape, targets matching nothing, or an unsupported family."""
     if hasattr(model, "tenpeft_state"):
-        raise TenpeftError(f"this model already has tenpeft adapters ({model.tenpeft_state.method}); "
-                           f"inject into a fresh base model")
+        raise TenpeftError(f"this model already has tenpeft adapters ({model.tenpeft_state.method}); inject into a "
+                           f"fresh base model, or add another named one with tenpeft.add_adapter(model, name, method)")
     spec = get_method(method)
     config = _make_config(spec, hyperparameters)
     structure, family_error = _try_discover(model)
@@ -59,7 +59,7 @@ def _originals(model: nn.Module, components: dict[str, str]):
     in_place = sum(params[n].numel() for n in components)
     if in_place > ORIGINALS_MAX_SHARE * sum(p.numel() for p in model.parameters()):
         return None
-    return {n: params[n].detach().to("cpu", copy=True) for n in components}
+    return {n: params[n].detach().to("meta" if params[n].is_meta else "cpu", copy=True) for n in components}
 
 
 def _make_config(spec, hyperparameters) -> MethodConfig:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .adapters import DEFAULT_ADAPTER, AdapterSet, activated, active_adapter, add_built
 from .atomic import atomic_write, atomic_write_json
 from .engine import inject
 from .errors import TenpeftError
@@ -35,25 +36,39 @@ from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .plugins import import_hint
 from .report import parameter_report
-from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME, adapter_config,
-                    adapter_tensors, base_identity, saved_hyperparameters, state_of)
+from .state import (ADAPTERS_ATTR, CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME,
+                    adapter_config, adapter_tensors, base_identity, saved_hyperparameters, state_of)
 from .version import __version__
 
 
 def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False,
-                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the adapter of ``model`` to ``directory`` (each file replaced atomically); a merged model
-    writes the files of the unmerged one. A ``state_dict`` (e.g. the full one FSDP or DeepSpeed gather)
-    supplies the values of the adapter tensors it holds."""
+                 state_dict: dict[str, torch.Tensor] | None = None, adapter_name: str | None = None,
+                 is_main_process: bool = True) -> None:
+    """Write the adapter of ``model`` (its adapter ``adapter_name``; None: the active one) to ``directory``
+    (each file replaced atomically); a merged model writes the files of the unmerged one. A ``state_dict``
+    (e.g. the full one FSDP or DeepSpeed gather) supplies the values of the adapter tensors it holds. Tensors
+    sharded by FSDP2 (DTensors) are gathered whole, which every process must join: call it on every rank,
+    with ``is_main_process`` true on the one that writes."""
+    if adapter_name is not None and adapter_name != active_adapter(model):
+        with activated(model, adapter_name):
+            return save_adapter(model, directory, store_frozen_random, is_main_process=is_main_process)
     tensors = adapter_tensors(model, include_regenerable=store_frozen_random)
     if state_dict is not None:
         tensors = {n: (state_dict.get(n, t), c) for n, (t, c) in tensors.items()}
     config = adapter_config(model, tensors, store_frozen_random, parameter_report(model).to_dict())
     unmerged = unmerged_weights(model, [t for t, _ in tensors.values()])  # a merged head's W_0, not W_0 + ΔW
+    weights = {n: _whole(unmerged.get(id(t), t)).detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
+    if not is_main_process:
+        return
     os.makedirs(directory, exist_ok=True)
-    weights = {n: unmerged.get(id(t), t).detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
     atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(weights, path, metadata={"format": "pt"}))
     atomic_write_json(os.path.join(directory, CONFIG_NAME), config, indent=2)
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The full tensor of an FSDP2 shard (``DTensor.full_tensor``, a collective); any other tensor as it is."""
+    gather = getattr(tensor, "full_tensor", None)
+    return gather() if callable(gather) else tensor
 
 
 class _Each:
@@ -236,9 +251,16 @@ def _copy_in(model: nn.Module, weights: dict[str, torch.Tensor], frozen_random_s
             tensor.copy_(weights[name].to(tensor.dtype))
 
 
-def load_adapter(model: nn.Module, directory: str, revision: str | None = None, **hub_options) -> nn.Module:
-    """Load saved tensors into a model that already carries the same method and hyperparameters;
-    ``directory`` is a local folder or a Hub repo id (``tenpeft.hub.resolve``)."""
+def load_adapter(model: nn.Module, directory: str, adapter_name: str | None = None, revision: str | None = None,
+                 **hub_options) -> nn.Module:
+    """Load saved tensors into a model that already carries the same method and hyperparameters (into its
+    adapter ``adapter_name``; None: the active one); ``directory`` is a local folder or a Hub repo id
+    (``tenpeft.hub.resolve``)."""
+    with activated(model, adapter_name):
+        return _load_into_active(model, directory, revision, **hub_options)
+
+
+def _load_into_active(model: nn.Module, directory: str, revision: str | None, **hub_options) -> nn.Module:
     state = state_of(model)
     if merged_wrappers(model):
         raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
@@ -264,11 +286,22 @@ def _same_settings(saved: dict, config) -> bool:
         saved[k] == v if k in saved else k in defaults and defaults[k] == v for k, v in current.items())
 
 
-def from_pretrained(model: nn.Module, directory: str, revision: str | None = None, **hub_options) -> nn.Module:
+def from_pretrained(model: nn.Module, directory: str, adapter_name: str | None = None, revision: str | None = None,
+                    **hub_options) -> nn.Module:
     """Inject the saved method into a base ``model`` and load its tensors (all or nothing); ``directory``
     is a local folder or a Hub repo id, fetched at ``revision`` (``hub_options``: ``token``, ``cache_dir``,
-    ``local_files_only``, ... of ``huggingface_hub.snapshot_download``)."""
+    ``local_files_only``, ... of ``huggingface_hub.snapshot_download``). Into a model that has adapters,
+    ``adapter_name`` adds it as another named adapter (``tenpeft.adapters``), not active."""
     directory = resolve(directory, revision, **hub_options)
+    if adapter_name is not None and hasattr(model, "tenpeft_state"):
+        return add_built(model, adapter_name, lambda bare: _inject_and_load(bare, directory))
+    _inject_and_load(model, directory)
+    if adapter_name not in (None, DEFAULT_ADAPTER):
+        vars(model)[ADAPTERS_ATTR] = AdapterSet(active=adapter_name)
+    return model
+
+
+def _inject_and_load(model: nn.Module, directory: str) -> None:
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
     weights = _read_weights(directory, config)
@@ -289,7 +322,6 @@ def from_pretrained(model: nn.Module, directory: str, revision: str | None = Non
     except BaseException:
         unload(model)
         raise
-    return model
 
 
 def push_to_hub(model: nn.Module, repo_id: str, *, private: bool | None = None, token: str | None = None,

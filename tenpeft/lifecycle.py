@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .state import detach_save_pretrained, state_of
+from .state import ADAPTERS_ATTR, TenpeftState, attach_save_pretrained, detach_save_pretrained, state_of
 from .errors import TenpeftError
 from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
 
@@ -93,19 +93,41 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 
 def unload(model: nn.Module) -> nn.Module:
-    """Remove every adapter (unmerged updates are dropped) and restore the base modules and the
-    base's ``requires_grad`` flags; trained norms and heads keep their trained values."""
+    """Remove every adapter (unmerged updates are dropped; named adapters too) and restore the base modules
+    and the base's ``requires_grad`` flags; trained norms and heads keep their trained values."""
+    take_out(model)
+    vars(model).pop(ADAPTERS_ATTR, None)
+    return model
+
+
+def take_out(model: nn.Module) -> tuple[TenpeftState, list[tuple[str, AdapterWrapper]], nn.Module | None]:
+    """Take the adapter out of ``model``: base modules back in place of the wrappers, the shared modules
+    removed, the base's ``requires_grad`` flags and ``save_pretrained`` back; returns what was taken (the
+    state, the (name, wrapper) pairs, the shared ``ModuleDict``) for ``put_back``."""
     state = state_of(model)
-    for name, wrapper in reversed(wrappers(model)):
+    found = wrappers(model)
+    for name, wrapper in reversed(found):
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, wrapper.base)
-    if "tenpeft_shared" in model._modules:
-        del model._modules["tenpeft_shared"]
+    shared = model._modules.pop("tenpeft_shared", None)
     for name, p in model.named_parameters():
         p.requires_grad_(state.original_flags.get(name, p.requires_grad))
     del model.tenpeft_state
     detach_save_pretrained(model)
-    return model
+    return state, found, shared
+
+
+def put_back(model: nn.Module, state: TenpeftState, found: list[tuple[str, AdapterWrapper]],
+             shared: nn.Module | None) -> None:
+    """Undo ``take_out``: the wrappers and shared modules in place again (``requires_grad`` flags are the
+    caller's to set)."""
+    for name, wrapper in found:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, wrapper)
+    if shared is not None:
+        model.add_module("tenpeft_shared", shared)
+    model.tenpeft_state = state
+    attach_save_pretrained(model)
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:

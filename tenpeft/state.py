@@ -26,6 +26,7 @@ from .version import __version__
 # adapter for theirs; tenpeft 0.1.0 wrote those names, and a folder holding them is still read (``tenpeft.io``).
 CONFIG_NAME, WEIGHTS_NAME = "tenpeft_config.json", "tenpeft_model.safetensors"
 LEGACY_NAMES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTERS_ATTR = "tenpeft_adapters"  # the named adapters that are not active (``tenpeft.adapters``)
 FORMAT, FORMAT_VERSION = "tenpeft-adapter", 1
 IDENTITY_DIMS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
                  "vocab_size")
@@ -66,7 +67,7 @@ class AdapterSave:
     the tenpeft adapter, not the base, so ``Trainer.save_model``, every Trainer/trl checkpoint and
     ``model.push_to_hub`` hold the adapter alone, and no save silently drops it. ``state_dict`` (a gathered
     full state dict, from FSDP or DeepSpeed) supplies the tensors it holds; ``is_main_process=False`` writes
-    nothing."""
+    nothing (but joins the gathering of FSDP2 shards)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -77,10 +78,9 @@ class AdapterSave:
         if unknown or push_to_hub:
             raise TenpeftError(f"save_pretrained of a tenpeft model writes its adapter and takes no "
                                f"{unknown or ['push_to_hub']}; push with tenpeft.push_to_hub(model, repo_id)")
-        if is_main_process:
-            from .io import save_adapter  # io builds on the state, so it is imported when first needed
+        from .io import save_adapter  # io builds on the state, so it is imported when first needed
 
-            save_adapter(self.model, save_directory, state_dict=state_dict)
+        save_adapter(self.model, save_directory, state_dict=state_dict, is_main_process=is_main_process)
 
 
 def attach_save_pretrained(model: nn.Module) -> None:

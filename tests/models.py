@@ -59,3 +59,18 @@ def word_tokenizer(texts, vocab_size: int):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
+class TinyClassification(torch.utils.data.Dataset):
+    """16 in-memory rows of random token ids with a class label."""
+
+    def __init__(self, vocab_size: int, num_labels: int, rows: int = 16, length: int = 8, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(3, vocab_size, (rows, length), generator=gen)
+        self.labels = torch.randint(0, num_labels, (rows,), generator=gen)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}

@@ -7,7 +7,7 @@ import torch
 
 import tenpeft
 from helpers import snapshot
-from models import tiny_batch, tiny_model
+from models import TinyClassification, tiny_batch, tiny_model
 
 
 def _trainable(model) -> dict[str, torch.nn.Parameter]:
@@ -25,21 +25,6 @@ def _perturb(model, std: float, seed: int) -> None:
 # ----- 1. transformers.Trainer ---------------------------------------------------------------------------------
 
 
-class _TinyClassification(torch.utils.data.Dataset):
-    """16 in-memory rows of random token ids with a class label."""
-
-    def __init__(self, vocab_size: int, num_labels: int, rows: int = 16, length: int = 8, seed: int = 0):
-        gen = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(3, vocab_size, (rows, length), generator=gen)
-        self.labels = torch.randint(0, num_labels, (rows,), generator=gen)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
-
-
 @pytest.mark.parametrize("method", ["lorta", "loretta_adp"])
 def test_trainer_trains_injected_model(method, tmp_path):
     from transformers import Trainer, TrainingArguments
@@ -53,7 +38,7 @@ def test_trainer_trains_injected_model(method, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
                              learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True, logging_steps=1,
                              disable_tqdm=True, dataloader_num_workers=0, seed=0)
-    dataset = _TinyClassification(model.config.vocab_size, model.config.num_labels)
+    dataset = TinyClassification(model.config.vocab_size, model.config.num_labels)
     trainer = Trainer(model=model, args=args, train_dataset=dataset)
     result = trainer.train()
 

@@ -12,26 +12,11 @@ import torch
 
 import tenpeft
 from helpers import logits
-from models import tiny_batch, tiny_model
+from models import TinyClassification, tiny_batch, tiny_model
 from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 import paths
 
 TRAINER_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
-
-
-class _Rows(torch.utils.data.Dataset):
-    """16 rows of random token ids with a class label."""
-
-    def __init__(self, vocab_size: int, num_labels: int, rows: int = 16, length: int = 8):
-        gen = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(3, vocab_size, (rows, length), generator=gen)
-        self.labels = torch.randint(0, num_labels, (rows,), generator=gen)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
 
 
 def _trainer(method: str, output_dir, max_steps: int = 4, **settings):
@@ -41,7 +26,7 @@ def _trainer(method: str, output_dir, max_steps: int = 4, **settings):
     args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4,
                              learning_rate=1e-2, report_to=[], save_strategy="steps", save_steps=2, use_cpu=True,
                              logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, seed=0, **settings)
-    rows = _Rows(model.config.vocab_size, model.config.num_labels)
+    rows = TinyClassification(model.config.vocab_size, model.config.num_labels)
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows)
     return tenpeft.adapter_checkpoints(trainer)
 
@@ -77,7 +62,7 @@ def test_save_model_writes_the_adapter_and_a_fresh_process_reloads_it(tmp_path):
     assert set(os.listdir(tmp_path / "final")) == {CONFIG_NAME, WEIGHTS_NAME, "training_args.bin"}
     model = trainer.model.eval()
     torch.save(logits(model, tiny_batch(model)), tmp_path / "expected.pt")
-    code = ("import sys, torch, tenpeft; from models import tiny_batch, tiny_model; from helpers import logits\n"
+    code = ("import sys, torch, tenpeft; from models import TinyClassification, tiny_batch, tiny_model; from helpers import logits\n"
             "model = tenpeft.from_pretrained(tiny_model('bert'), sys.argv[1]).eval()\n"
             "assert torch.equal(logits(model, tiny_batch(model)), torch.load(sys.argv[2])), 'logits differ'\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(paths.TESTS), str(paths.ROOT)]))

@@ -1,8 +1,9 @@
-"""trl's DPO with a tenpeft policy and no second copy of the base (issue 14 item 3, issue 13 item 2): the
+"""trl with tenpeft models: SFT with adapter-only checkpoints, and DPO with a tenpeft policy and no second copy of the base (issue 14 item 3, issue 13 item 2): the
 reference log-probs are trl's precomputed ones (train and eval rows), computed under
 ``tenpeft.disable_adapter`` while the trainer is built, so they are the base model's even when the adapter
 already holds a trained state."""
 import copy
+import os
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import tenpeft
 from helpers import perturbed
 from models import tiny_model, word_tokenizer
+from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
 
 trl = pytest.importorskip("trl")
 PROMPTS = ["is the sky blue ", "is fire cold ", "do fish swim ", "can stones fly "] * 2  # end on a word boundary
@@ -57,3 +59,22 @@ def test_dpo_reference_is_the_base_with_the_adapter_disabled(tmp_path):
     assert any(not torch.equal(p, before[n]) for n, p in policy.named_parameters() if p.requires_grad)
     metrics = trainer.evaluate()  # held-out rows: their reference log-probs were precomputed disabled too
     assert {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"} <= set(metrics), sorted(metrics)
+
+
+def test_sft_trains_the_adapter_and_checkpoints_hold_it_alone(tmp_path):
+    import datasets
+
+    model = tenpeft.inject(tiny_model("llama"), "lorta")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    texts = [p + c for p, c in zip(PROMPTS, CHOSEN)]
+    args = trl.SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=5e-2,
+                         report_to=[], use_cpu=True, save_strategy="steps", save_steps=2, disable_tqdm=True,
+                         max_length=16, seed=0)
+    trainer = tenpeft.adapter_checkpoints(trl.SFTTrainer(
+        model=model, args=args, train_dataset=datasets.Dataset.from_dict({"text": texts}),
+        processing_class=word_tokenizer(texts, model.config.vocab_size)))
+    trainer.train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {n for n, p in model.named_parameters() if p.requires_grad} and changed
+    saved = set(os.listdir(tmp_path / "checkpoint-2"))
+    assert {CONFIG_NAME, WEIGHTS_NAME} <= saved and not {"model.safetensors", "pytorch_model.bin"} & saved
