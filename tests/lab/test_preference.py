@@ -1,0 +1,108 @@
+"""Preference optimisation in the lab (issue 13, item 2): preference data from a local folder, one run
+through trl's DPO as a lab record, and studies/preference.py end to end on a tiny decoder, with resume
+and bad input refused before any compute."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tenpeft import TenpeftError
+from tenpeft.lab import run as run_module
+from tenpeft.lab.records import REQUIRED, SCHEMA
+from tenpeft.lab.tasks.preference import load_preference, split_dialogue
+import paths
+
+pytest.importorskip("trl")
+FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
+        "--train-size", "8", "--eval-size", "4", "--max-length", "32", "--no-progress", "--ranks", "1,2"]
+
+
+def write_pairs(folder, rows: dict[str, int] | None = None, row=None):
+    """``folder/hh_harmless/{train,test}.jsonl`` of made-up Human/Assistant pairs (or ``row(i)``)."""
+    task = folder / "hh_harmless"
+    task.mkdir(parents=True, exist_ok=True)
+    for split, n in (rows or {"train": 12, "test": 6}).items():
+        with open(task / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                ask = f"\n\nHuman: question {i} about the weather"
+                pair = row(i) if row else {"chosen": f"{ask}\n\nAssistant: a kind helpful answer {i}",
+                                           "rejected": f"{ask}\n\nAssistant: go away {i}"}
+                f.write(json.dumps(pair) + "\n")
+    return folder
+
+
+def test_dialogues_split_at_the_last_assistant_turn():
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: sure thing"
+    assert split_dialogue(text, "x") == ("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant:", " sure thing")
+
+
+def test_load_preference_gives_trl_columns_and_subsamples(tmp_path):
+    train, held_out = load_preference("hh_harmless", write_pairs(tmp_path), train_size=5)
+    assert (len(train), len(held_out)) == (5, 6) and sorted(train.column_names) == ["chosen", "prompt", "rejected"]
+    row = held_out[0]
+    assert row["prompt"].endswith("\n\nAssistant:") and row["chosen"] == " a kind helpful answer 0"
+
+
+BAD_DATA = {
+    "no file": (lambda d: write_pairs(d, {"train": 4}), "hh_harmless/test.jsonl"),
+    "no column": (lambda d: write_pairs(d, row=lambda i: {"chosen": "\n\nAssistant: x"}), "no column\\(s\\) \\['rejected'\\]"),
+    "no assistant turn": (lambda d: write_pairs(d, row=lambda i: {"chosen": "hi", "rejected": "ho"}),
+                          "a dialogue without"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_preference_data_is_one_clear_error(case, tmp_path):
+    make, message = BAD_DATA[case]
+    make(tmp_path)
+    with pytest.raises(TenpeftError, match=message):
+        load_preference("hh_harmless", tmp_path)
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("study_preference", paths.STUDIES / "preference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_preference_study_writes_records_and_a_figure_and_resumes(tmp_path, monkeypatch):
+    argv = FAST + ["--data-dir", str(write_pairs(tmp_path / "data")), "--results-dir", str(tmp_path / "res"),
+                   "--figures-dir", str(tmp_path / "fig")]
+    records = _study().main(argv)
+    files = sorted((tmp_path / "res" / "preference").glob("*.json"))
+    assert len(files) == len(records) == 4  # lora and lorta at ranks 1 and 2
+    for path in files:
+        record = json.loads(path.read_text())
+        assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED)
+        assert record["score"]["metric"] == "reward_accuracy" and 0 <= record["score"]["value"] <= 1
+        assert [e["step"] for e in record["history"]] == [1, 2]
+        assert record["best"]["val_loss"] == record["best"]["metrics"]["dpo_loss"] > 0
+        assert record["dpo"]["reference"] == "precomputed with the adapter disabled"
+    by_rank = {(r["config"]["method"], r["config"]["axes"]["rank"]): r["params"]["trainable"] for r in records}
+    assert by_rank[("lora", 1)] < by_rank[("lora", 2)] and by_rank[("lorta", 1)] < by_rank[("lorta", 2)]
+    for suffix in ("png", "pdf"):
+        assert (tmp_path / "fig" / f"preference_tiny-llama.{suffix}").stat().st_size > 1000
+    monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert sorted(r["run_id"] for r in _study().main(argv)) == sorted(r["run_id"] for r in records)
+
+
+BAD_RUNS = {
+    "an encoder": (["--model", "tiny-bert"], "preference optimisation trains a causal LM; tiny-bert is an encoder"),
+    "missing data": (["--data-dir", "{tmp}/nowhere"], "nowhere/hh_harmless/train.jsonl"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUNS))
+def test_bad_runs_fail_before_any_compute(case, tmp_path, capsys, monkeypatch):
+    extra, message = BAD_RUNS[case]
+    monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("trained despite bad input"))
+    argv = FAST + ["--data-dir", str(write_pairs(tmp_path / "data")), "--results-dir", str(tmp_path / "res"),
+                   "--figures-dir", str(tmp_path / "fig")] + [e.format(tmp=tmp_path) for e in extra]
+    with pytest.raises(SystemExit) as exit_info:
+        _study().script(lambda: _study().main(argv))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "res" / "preference").exists()
