@@ -141,8 +141,13 @@ def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> nn.Module
     task = "causal-lm" if decoder else "seq-cls"
     if source.config is not None:
         return build_model(config, task)
-    return model_class(config, task).from_pretrained(source.path, config=config, gguf_file=source.gguf_file,
-                                                     dtype=torch.float32)
+    model = model_class(config, task).from_pretrained(source.path, config=config, gguf_file=source.gguf_file,
+                                                      dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None and source.gguf_file:
+        # GGUF weights are de-quantized to float32 at load, yet the model stays marked quantized, which
+        # Trainer (and so trl) refuses to fine-tune; transformers' own call drops the mark
+        model.hf_quantizer.remove_quantization_config(model)
+    return model
 
 
 class PromptClassifier(nn.Module):
