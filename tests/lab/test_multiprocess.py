@@ -82,3 +82,26 @@ def test_fsdp2_save_adapter_gathers_whole_tensors_equal_to_one_process(tmp_path,
     sums = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sums[0] == sums[1] and set(sums[0]) == set(runs["one"])
     assert not (tmp_path / "one" / "rank0.json").exists()
+
+
+def test_reentrant_checkpointing_is_refused_for_shared_factors_and_non_reentrant_keeps_ranks_equal():
+    """Reentrant checkpointing let the shared LoRTA tensor drift between DDP ranks (-2.9757 vs -3.0331 after
+    3 steps), so it is refused with one line; non-reentrant (transformers' default) keeps the ranks equal."""
+    from models import tiny_model
+
+    import tenpeft
+
+    model = tenpeft.inject(tiny_model("llama"), "lorta")
+    with pytest.raises(tenpeft.TenpeftError, match="use_reentrant': False"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    assert not model.is_gradient_checkpointing  # refused before anything changed
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    plain = tenpeft.inject(tiny_model("llama"), "lora")  # no shared factors: reentrant is exact, allowed
+    plain.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(paths.ROOT)]))
+    done = subprocess.run([*TORCHRUN, str(TESTS / "ddp_checkpointing_worker.py")], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sums = [float(x) for x in next(line for line in done.stdout.splitlines() if line.startswith("SUMS")).split()[1:]]
+    assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], abs=1e-9)
