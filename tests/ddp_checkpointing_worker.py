@@ -1,9 +1,11 @@
 """Three DDP steps (2 gloo ranks, different batches) of LoRTA on a tiny LLaMA with non-reentrant gradient
 checkpointing; rank 0 prints the sum of the trainable parameters on each rank (they must agree).
+``reentrant`` goes past tenpeft's refusal to show why it refuses: the two sums differ.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_checkpointing_worker.py
+    PYTHONPATH=tests:. python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_checkpointing_worker.py [reentrant]
 """
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -22,7 +24,10 @@ def main() -> None:
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     model.train()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if sys.argv[1:] == ["reentrant"]:  # the class's own method: what tenpeft's guard refuses
+        type(model).gradient_checkpointing_enable(model, {"use_reentrant": True})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     gen = torch.Generator().manual_seed(1 + rank)
