@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -176,7 +177,8 @@ def launch(specs: list[RunSpec], args) -> list[dict]:
             outcomes = run_submitit(todo, args, progress)
     except KeyboardInterrupt:
         kept = sum(read_record(record_path(s, results)) is not None for s in specs)
-        print(f"\ninterrupted: {kept} finished run(s) kept in {results / specs[0].study}; rerun to continue")
+        print(f"\ninterrupted: {kept} finished run(s) kept in {results / specs[0].study}; rerun to continue",
+              file=sys.stderr)
         raise SystemExit(130)
     progress.close()
     _FAILED[:] = [(o["run_id"], o["log"]) for o in outcomes.values() if o["state"] == "failed"]

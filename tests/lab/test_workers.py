@@ -75,7 +75,8 @@ def test_two_workers_write_the_sequential_records_wait_for_a_claimed_run_and_res
     assert len(sequential) == 4 and records(ws / "w2") == sequential
     for run_id in sequential:
         states = [line.split()[0] for line in out.splitlines() if run_id in line]
-        assert states == (["queued", "waiting", "running", "done"] if run_id == claimed else ["queued", "running", "done"])
+        expected = ["queued", "waiting", "running", "done"] if run_id == claimed else ["queued", "running", "done"]
+        assert states == expected, (run_id, states)
     assert out.count("wrote ") == 2 and (ws / "w2_fig" / "rank_ablation_tiny-bert.png").stat().st_size > 1000
     assert not list((ws / "w2").rglob("*.claim")) and not list((ws / "w2").rglob("*.log"))
     monkeypatch.setattr(workers, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("a finished study started workers"))
