@@ -17,8 +17,6 @@ from tenpeft.lab import workers
 from tenpeft.lab.claims import try_claim
 import paths
 
-pytest.importorskip("submitit")
-
 FAST = ["--model", "tiny-bert", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
         "--eval-size", "8", "--max-length", "16", "--no-progress", "--ranks", "1"]
 GRID = ["--methods", "lora,lorta", "--seeds", "0,1"]
@@ -85,6 +83,7 @@ def test_two_workers_write_the_sequential_records_wait_for_a_claimed_run_and_res
 
 
 def test_the_submitit_debug_executor_writes_the_sequential_records(ws, sequential, capsys):
+    pytest.importorskip("submitit")
     rank_ablation().main(argv(ws, "debug", "--launcher", "debug", "--slurm-time", "5", "--slurm-partition", "any"))
     out = capsys.readouterr().out
     assert records(ws / "debug") == sequential
@@ -112,6 +111,7 @@ def test_a_failed_run_leaves_its_traceback_the_others_finish_and_the_study_exits
 
 def test_a_slurm_array_is_submitted_and_a_task_runs_its_run_on_a_node(ws, sequential, capsys, monkeypatch, tmp_path):
     """Stand-in ``srun``/``sbatch``: the array's batch file, then task 0 run as SLURM would start it."""
+    pytest.importorskip("submitit")
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     (bin_ / "srun").write_text("#!/bin/sh\nexit 0\n")
@@ -143,6 +143,7 @@ def test_a_slurm_array_is_submitted_and_a_task_runs_its_run_on_a_node(ws, sequen
 
 
 def test_a_preempted_task_resubmits_the_same_run():
+    pytest.importorskip("submitit")
     from tenpeft.lab.slurm import RunTask
 
     task, spec = RunTask("/results", "no", ["failing_method"]), object()
