@@ -284,6 +284,11 @@ def _finished(path: Path, spec: RunSpec) -> dict | None:
     return None
 
 
+def finished(spec: RunSpec, results_dir: str | Path) -> dict | None:
+    """The record of ``spec`` if it is on disk and whole (for its exact config), else None."""
+    return _finished(record_path(spec, results_dir), spec)
+
+
 def _decide(spec: RunSpec, path: Path, accelerator) -> tuple[dict | None, object]:
     """On the main process: the finished record, or a claim to train it, or neither (busy);
     the other processes of a multi-process run follow the main one's decision."""
@@ -302,8 +307,10 @@ def _decide(spec: RunSpec, path: Path, accelerator) -> tuple[dict | None, object
     return existing, claim
 
 
-def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = True) -> tuple[dict | None, str]:
-    """Execute ``spec`` unless its record is on disk or another process has claimed it.
+def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = True,
+        started=None) -> tuple[dict | None, str]:
+    """Execute ``spec`` unless its record is on disk or another process has claimed it
+    (``started()``, if given, is called once the claim is held, before training).
 
     Returns ``(record, "kept")``, ``(record, "ran")`` or ``(None, "busy")`` (claimed elsewhere:
     ask again later)."""
@@ -314,6 +321,8 @@ def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = Tr
     if claim is None:
         return None, "busy"
     try:
+        if started is not None:
+            started()
         record = execute(spec, accelerator, progress)
         if accelerator.is_main_process:
             write_record(path, record)
@@ -326,4 +335,4 @@ def run(spec: RunSpec, results_dir: str | Path, accelerator, progress: bool = Tr
     return record, "ran"
 
 
-__all__ = ["DataConfig", "RunSpec", "adapt_on_meta", "check_spec", "decode_args", "execute", "record_path", "run", "trainable_fraction"]
+__all__ = ["DataConfig", "RunSpec", "adapt_on_meta", "check_spec", "decode_args", "execute", "finished", "record_path", "run", "trainable_fraction"]

@@ -24,6 +24,8 @@ from tenpeft.lab.claims import owner
 from tenpeft.lab.records import refuse_newer, status
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run, trainable_fraction
 from tenpeft.lab.tasks import load_task_data
+from tenpeft.lab.workers import (add_launch_flags, check_launch, describe, failed_runs, failure_log, forget_failures,
+                                 launch, quiet, uses_launcher)
 
 # One default rule, by what a method trains and never by its name: methods that train most of the
 # model (full fine-tuning) 5e-5, every adapter (tenpeft's, PEFT's, a user's) 3e-3, the rate LoRA
@@ -104,6 +106,7 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
                    help="the task head's own learning rate (default: the adapter's)")
     p.add_argument("--no-progress", action="store_true")
     add_import_flag(p)
+    add_launch_flags(p)
     return p
 
 
@@ -251,10 +254,13 @@ def check_writable(folder: str | Path, flag: str) -> None:
 
 def run_all(specs: list[RunSpec], args) -> list[dict]:
     """Check, then run every spec; finished ones are read back, runs claimed by other processes
-    sharing the results folder are waited for. Ctrl-C keeps every finished record (exit 130)."""
+    sharing the results folder are waited for. Ctrl-C keeps every finished record (exit 130).
+    With ``--workers N`` or ``--launcher`` the runs go to other processes (``workers.launch``)."""
     from accelerate import Accelerator
 
-    _quiet(not args.no_progress)
+    forget_failures()
+    check_launch(args)
+    quiet(not args.no_progress)
     check_all(specs)
     if not specs:
         raise TenpeftError("this study expands to no runs; give at least one method, task and seed")
@@ -262,6 +268,8 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     check_writable(Path(args.results_dir) / specs[0].study, "--results-dir")
     check_writable(args.figures_dir, "--figures-dir")
     git_commit()  # pin the commit of the code that runs, before the first run
+    if uses_launcher(args):
+        return launch(specs, args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
     done: dict[str, dict] = {}
     announced: set[str] = set()
@@ -292,27 +300,10 @@ def _run_one(spec: RunSpec, args, accelerator, done: dict, bar, announced: set) 
     done[spec.run_id] = record
     bar.update()
     if accelerator.is_main_process:
-        tqdm.write(f"{how:4} {spec.run_id}: {_outcome(record)}")
+        if how == "ran":
+            failure_log(spec, args.results_dir).unlink(missing_ok=True)  # a failed earlier attempt's
+        tqdm.write(f"{how:4} {spec.run_id}: {describe(record)}")
     return True
-
-
-def _outcome(record: dict) -> str:
-    if status(record) == "diverged":
-        d = record["diverged"]
-        return f"DIVERGED ({d['loss']} loss {d['value']} at step {d['step']} of {d['task']}), kept as a result"
-    return (f"{record['score']['metric']}={record['score']['value']:.4f}, {record['params']['trainable']:,} trainable, "
-            f"{record['timings']['total_s']:.0f} s")
-
-
-def _quiet(progress: bool) -> None:
-    """Keep the console to one line per run: no per-load reports (a new task head is expected to be
-    missing from every checkpoint) and, without progress bars, none from datasets either."""
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    if not progress:
-        datasets.disable_progress_bars()
 
 
 def best_lr_only(records: list[dict]) -> list[dict]:
@@ -374,7 +365,7 @@ def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir:
     if not main_process():
         return records
     if not records:
-        print("every run diverged: no summary or figure; try smaller learning rates (--lrs)")
+        print("every run diverged (or failed): no summary or figure; try smaller learning rates (--lrs)")
         return []
     print_summary(records, by)
     for path in save_figure(figure(records), figures_dir, figure_name(name, records)):
@@ -384,9 +375,15 @@ def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir:
 
 def script(main) -> None:
     """Run a study's ``main()`` as a command: a TenpeftError (bad input) prints one line and exits
-    2; other errors keep their traceback."""
+    2; other errors keep their traceback; runs that failed on workers (the others concluded)
+    are named with their log files, exit 1."""
     try:
         main()
     except TenpeftError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    failed = failed_runs()
+    if failed:
+        print(f"error: {len(failed)} run(s) failed, the others finished; tracebacks in: "
+              + ", ".join(log for _, log in failed), file=sys.stderr)
+        raise SystemExit(1)

@@ -86,6 +86,15 @@ CASES = {
     "non-UTF-8 data": ([_non_utf8], [], "train.jsonl' line 5 (byte"),
     "empty split file": ([_empty_split], [], "validation.jsonl' is empty"),
     "unwritable results": ([_results_dir_is_a_file], [], "--results-dir"),
+    "unknown --launcher": ([], ["--launcher", "pbs"], "--launcher 'pbs': choose one of local, slurm, debug"),
+    "--workers 0": ([], ["--workers", "0"], "--workers 0: give 1 (one run after another) or more"),
+    "--workers with slurm": ([], ["--workers", "2", "--launcher", "slurm"],
+                             "with --launcher slurm every run is its own task: cap how many run at once with "
+                             "--slurm-parallelism 2"),
+    "--slurm-* without slurm": ([], ["--slurm-partition", "gpu"], "--slurm-partition applies to --launcher slurm"),
+    "--no-wait without slurm": ([], ["--workers", "2", "--no-wait"], "--no-wait applies to --launcher slurm"),
+    "unknown --slurm-set": ([], ["--launcher", "debug", "--slurm-set", "partitoin=gpu"],
+                            "bad --slurm-* option: Unknown argument 'partitoin' for executor 'slurm'"),
 }
 
 
@@ -133,3 +142,18 @@ def test_a_user_error_is_one_line_and_exit_2_from_the_shell(ws):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == ["error: nothing was run: lora on SST2: task 'SST2' is written "
                                                 "'sst2': pass --tasks sst2 (or --chain)"]
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "debug"])
+def test_a_launcher_without_submitit_says_which_extra_to_install(ws, capsys, monkeypatch, launcher):
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)
+    assert failure(ws, capsys, "--launcher", launcher) == f'--launcher {launcher} needs submitit: pip install "tenpeft[slurm]"'
+
+
+def test_slurm_away_from_a_cluster_and_workers_under_torchrun_are_refused(ws, capsys, monkeypatch):
+    slurm = pytest.importorskip("submitit.slurm.slurm")
+    which = slurm.shutil.which
+    monkeypatch.setattr(slurm.shutil, "which", lambda name, *a, **k: None if name == "srun" else which(name, *a, **k))
+    assert "--launcher slurm: Could not detect \"srun\"" in failure(ws, capsys, "--launcher", "slurm")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "run the study without torchrun or accelerate launch (WORLD_SIZE=2)" in failure(ws, capsys, "--workers", "2")

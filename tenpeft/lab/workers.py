@@ -1,0 +1,325 @@
+"""A study's runs over many processes: ``--workers N`` on this machine, ``--launcher slurm`` on a
+cluster (``tenpeft.lab.slurm``), both on an existing engine, with records, resume and figures as
+in the sequential loop of ``study.run_all``.
+
+Local workers are a ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method:
+in the standard library (no extra to install), ``max_workers`` bounds how many runs go at once,
+its initializer gives each worker process a fixed slot (its GPU, or its share of the CPU threads)
+before CUDA starts, and ``spawn`` keeps a worker free of the parent's threads and CUDA state.
+submitit's LocalExecutor would start every run at once with no bound. Every run is claimed
+(``claims.py``) before it trains, so workers, and other processes on the same results folder,
+never train one twice; the parent reads the records back from disk and draws the summary and
+figures once, after the last run. A run that raises leaves its traceback in
+``<results>/<study>/<run_id>.log`` and the other runs go on; the study exits 1 after concluding.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tenpeft.atomic import host
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.claims import owner
+from tenpeft.lab.records import read_record, status
+from tenpeft.lab.run import RunSpec, finished, record_path, run
+
+LAUNCHERS = ("local", "slurm", "debug")
+SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus", "slurm_cpus", "slurm_mem_gb", "slurm_parallelism",
+               "slurm_set")
+FINAL = ("done", "diverged", "failed", "kept")
+POLL_S = 2.0
+_FAILED: list[tuple[str, str]] = []  # (run_id, log) of the last launch; study.script exits 1 if any
+_EVENTS = None  # in a worker process: the queue its "running" messages go to
+
+
+def add_launch_flags(parser) -> None:
+    """``--workers``, ``--launcher``, ``--no-wait`` and the ``--slurm-*`` options (every study takes them)."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs at once, each in its own process: its own GPU when CUDA has that many "
+                             "(else shared in turn), else its own cores // N CPU threads")
+    parser.add_argument("--launcher", default="local",
+                        help=f"where runs go: {', '.join(LAUNCHERS)} (slurm and debug: pip install 'tenpeft[slurm]')")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="--launcher slurm: exit once submitted; rerun the command after the array ends "
+                             "(or studies/summarize.py) for the summary and figures")
+    slurm = parser.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--slurm-partition", default=None)
+    slurm.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                       help="time limit per run (default 180); a run longer than this restarts, up to 3 times")
+    slurm.add_argument("--slurm-gpus", type=int, default=None, help="GPUs per run (default 1; 0 for none)")
+    slurm.add_argument("--slurm-cpus", type=int, default=None, help="CPUs per run")
+    slurm.add_argument("--slurm-mem-gb", type=float, default=None)
+    slurm.add_argument("--slurm-parallelism", type=int, default=None, metavar="N",
+                       help="at most N runs of the array at once")
+    slurm.add_argument("--slurm-set", action="append", default=None, metavar="KEY=VALUE",
+                       help="any submitit SLURM parameter, e.g. account=lab, qos=high, constraint=a100 (repeatable; "
+                            "VALUE parsed as JSON)")
+
+
+def uses_launcher(args) -> bool:
+    """Whether the runs go to worker processes or a cluster (else the sequential loop, in process)."""
+    return getattr(args, "workers", 1) != 1 or getattr(args, "launcher", "local") != "local"
+
+
+def check_launch(args) -> None:
+    """The launch flags make sense together and their engine is installed; else one TenpeftError."""
+    launcher, workers = getattr(args, "launcher", "local"), getattr(args, "workers", 1)
+    if launcher not in LAUNCHERS:
+        raise TenpeftError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    if workers < 1:
+        raise TenpeftError(f"--workers {workers}: give 1 (one run after another) or more runs at once")
+    given = [name for name in SLURM_FLAGS if getattr(args, name, None) is not None]
+    if launcher == "local" and given:
+        raise TenpeftError(f"--{given[0].replace('_', '-')} applies to --launcher slurm; add it or drop the option")
+    if launcher != "local" and workers != 1:
+        raise TenpeftError(f"--workers {workers} starts processes on this machine; with --launcher {launcher} every "
+                           f"run is its own task: cap how many run at once with --slurm-parallelism {workers}")
+    if getattr(args, "no_wait", False) and launcher != "slurm":
+        raise TenpeftError("--no-wait applies to --launcher slurm (other launchers end with the study)")
+    if uses_launcher(args) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TenpeftError(f"--workers/--launcher start processes of their own: run the study without torchrun or "
+                           f"accelerate launch (WORLD_SIZE={os.environ['WORLD_SIZE']})")
+    if launcher != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise TenpeftError(f"--launcher {launcher} needs submitit: pip install \"tenpeft[slurm]\"") from None
+
+
+def failure_log(spec: RunSpec, results_dir: str | Path) -> Path:
+    """Where a failed run's traceback goes: ``<results>/<study>/<run_id>.log``."""
+    return record_path(spec, results_dir).with_suffix(".log")
+
+
+def failed_runs() -> list[tuple[str, str]]:
+    """``(run_id, log file)`` of every run that failed in the last launch of this process."""
+    return list(_FAILED)
+
+
+def forget_failures() -> None:
+    """Start a study with no failed runs on the books (``run_all`` calls it first)."""
+    _FAILED.clear()
+
+
+def describe(record: dict) -> str:
+    """One line on a finished run: its score, trainable parameters and time (or where it diverged)."""
+    if status(record) == "diverged":
+        d = record["diverged"]
+        return f"DIVERGED ({d['loss']} loss {d['value']} at step {d['step']} of {d['task']}), kept as a result"
+    return (f"{record['score']['metric']}={record['score']['value']:.4f}, {record['params']['trainable']:,} trainable, "
+            f"{record['timings']['total_s']:.0f} s")
+
+
+def quiet(progress: bool) -> None:
+    """Keep the console to one line per run: no per-load reports (a new task head is expected to be
+    missing from every checkpoint) and, without progress bars, none from datasets either."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if not progress:
+        datasets.disable_progress_bars()
+
+
+class Progress:
+    """What a person reads while runs go: one line per run state change (queued, running, waiting,
+    done, diverged, failed, kept) and one bar over every run of the study."""
+
+    def __init__(self, total: int, study: str, bar: bool):
+        self.bar = tqdm(total=total, desc=study, disable=not bar)
+        self.states: dict[str, str] = {}
+
+    def set(self, run_id: str, state: str, detail: str = "") -> None:
+        """Print ``state`` for ``run_id`` if it is new (a finished run never goes back)."""
+        old = self.states.get(run_id)
+        if old == state or old in FINAL:
+            return
+        self.states[run_id] = state
+        tqdm.write(f"{state:8} {run_id}" + (f": {detail}" if detail else ""))
+        if state in FINAL:
+            self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def launch(specs: list[RunSpec], args) -> list[dict]:
+    """Run ``specs`` on the workers or launcher ``args`` names (checked already) and return the
+    records on disk, in spec order; finished runs are read back, failed ones left out (and named,
+    with their logs, for :func:`failed_runs`). Ctrl-C keeps every finished record (exit 130)."""
+    results, todo, seen = Path(args.results_dir), [], set()
+    progress = Progress(len({s.run_id for s in specs}), specs[0].study, not args.no_progress)
+    for spec in specs:
+        if spec.run_id in seen:
+            continue
+        seen.add(spec.run_id)
+        record = finished(spec, results)
+        if record is not None:
+            progress.set(spec.run_id, "kept", describe(record))
+        else:
+            todo.append(spec)
+    try:
+        if args.launcher == "local":
+            outcomes = run_pool(todo, args, progress)
+        else:
+            from tenpeft.lab.slurm import run_submitit
+
+            outcomes = run_submitit(todo, args, progress)
+    except KeyboardInterrupt:
+        kept = sum(read_record(record_path(s, results)) is not None for s in specs)
+        print(f"\ninterrupted: {kept} finished run(s) kept in {results / specs[0].study}; rerun to continue",
+              file=sys.stderr)
+        raise SystemExit(130)
+    progress.close()
+    _FAILED[:] = [(o["run_id"], o["log"]) for o in outcomes.values() if o["state"] == "failed"]
+    if _FAILED:
+        print(f"{len(_FAILED)} of {len(progress.states)} run(s) failed (left out of the summary); their tracebacks:\n  "
+              + "\n  ".join(log for _, log in _FAILED))
+    records = [read_record(record_path(spec, results)) for spec in specs]
+    return [r for r in records if r is not None]
+
+
+def _gpus() -> list[str]:
+    """The GPUs workers are pinned to, as CUDA_VISIBLE_DEVICES names them (none without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def run_pool(todo: list[RunSpec], args, progress: Progress) -> dict[str, dict]:
+    """Run ``todo`` on ``args.workers`` spawned processes; a run claimed by another process is
+    handed back and submitted again ``POLL_S`` later. Returns each run's outcome by run id."""
+    import multiprocessing
+
+    if not todo:
+        return {}
+    ctx = multiprocessing.get_context("spawn")
+    slots, events = ctx.Queue(), ctx.Queue()
+    for slot in range(args.workers):
+        slots.put(slot)
+    init = (slots, events, args.workers, _gpus(), list(getattr(args, "imports", [])))
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=start_worker, initargs=init) as pool:
+        submit = functools.partial(pool.submit, work, results_dir=str(args.results_dir),
+                                   mixed_precision=args.mixed_precision)
+        try:
+            return _follow_pool(submit, todo, events, args.results_dir, progress)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _follow_pool(submit, todo: list[RunSpec], events, results_dir, progress: Progress) -> dict[str, dict]:
+    """Submit every run, print each state change as workers report it, resubmit busy runs."""
+    running, later, outcomes = {}, [], {}
+    for spec in todo:
+        running[submit(spec)] = spec
+        progress.set(spec.run_id, "queued")
+    while running or later:
+        now = time.monotonic()
+        running.update({submit(spec): spec for at, spec in later if at <= now})
+        later = [(at, spec) for at, spec in later if at > now]
+        if running:
+            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+        else:
+            done = set()
+            time.sleep(0.5)
+        _drain(events, progress)
+        for future in done:
+            spec = running.pop(future)
+            outcome = _result(future, spec, results_dir)
+            if outcome["state"] == "busy":
+                later.append((time.monotonic() + POLL_S, spec))
+                progress.set(spec.run_id, "waiting", outcome["detail"])
+            else:
+                outcomes[spec.run_id] = outcome
+                progress.set(spec.run_id, outcome["state"], outcome["detail"])
+    return outcomes
+
+
+def _drain(events, progress: Progress) -> None:
+    while not events.empty():
+        try:
+            run_id, detail = events.get_nowait()
+        except Exception:  # queue.Empty, or a queue closed under us
+            return
+        progress.set(run_id, "running", detail)
+
+
+def _result(future, spec: RunSpec, results_dir) -> dict:
+    """A worker's outcome; a worker that died (killed, out of memory) or an error outside the
+    run fails that run with a log saying so."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return fail(spec, results_dir, "its worker process died (killed? out of memory?); the other runs of "
+                                       "this pool stop too: rerun to continue")
+    except Exception:
+        return fail(spec, results_dir, traceback.format_exc())
+
+
+def start_worker(slots, events, workers: int, gpus: list[str], imports: list[str]) -> None:
+    """A worker process's start: take a slot, pin it to GPU ``slot`` (in turn when there are fewer
+    GPUs than workers) or to ``cores // workers`` threads, import the study's plugins."""
+    global _EVENTS
+    from tenpeft.lab.provenance import git_commit
+    from tenpeft.plugins import import_plugins
+
+    slot, _EVENTS = slots.get(), events
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // workers))
+    import_plugins(imports)
+    quiet(False)
+    git_commit()
+    os.environ["TENPEFT_WORKER"] = f"worker {slot}, pid {os.getpid()}"
+
+
+def work(spec: RunSpec, results_dir: str, mixed_precision: str = "no", wait_busy: bool = False) -> dict:
+    """Run ``spec`` in this process (its record to disk) and say how it ended, as
+    ``{run_id, state, detail, log}``: ``state`` done, diverged, kept, busy (claimed by another
+    process; with ``wait_busy``, waited for instead) or failed (the traceback in ``log``). It
+    raises only to stop (Ctrl-C, a preemption signal), never for a failed run."""
+    from accelerate import Accelerator
+
+    def started():
+        if _EVENTS is not None:
+            _EVENTS.put((spec.run_id, os.environ.get("TENPEFT_WORKER", f"pid {os.getpid()}")))
+
+    try:
+        accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+        record, how = run(spec, results_dir, accelerator, progress=False, started=started)
+        while how == "busy" and wait_busy:
+            time.sleep(POLL_S)
+            record, how = run(spec, results_dir, accelerator, progress=False, started=started)
+    except Exception:
+        return fail(spec, results_dir, traceback.format_exc())
+    if how == "busy":
+        return {"run_id": spec.run_id, "state": "busy", "detail": f"{owner(record_path(spec, results_dir))} is "
+                                                                  f"training it", "log": None}
+    failure_log(spec, results_dir).unlink(missing_ok=True)  # an earlier attempt's
+    state = "kept" if how == "kept" else ("diverged" if status(record) == "diverged" else "done")
+    return {"run_id": spec.run_id, "state": state, "detail": describe(record), "log": None}
+
+
+def fail(spec: RunSpec, results_dir, text: str) -> dict:
+    """Write ``text`` (a traceback) to the run's log file; the outcome of a failed run naming it."""
+    log = failure_log(spec, results_dir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"run {spec.run_id} failed on {host()}, pid {os.getpid()}, "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\nconfig: {json.dumps(spec.config(), default=str)}\n\n{text}")
+    last = text.strip().splitlines()[-1] if text.strip() else "failed"
+    return {"run_id": spec.run_id, "state": "failed", "detail": f"{last[:200]} (traceback in {log})", "log": str(log)}
