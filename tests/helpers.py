@@ -51,3 +51,15 @@ def perturbed(model, std: float = 0.1):
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * std)
     return model
+
+
+def load_study(name: str):
+    """The study script ``studies/<name>.py`` as a module (``study_<name>``), to call its ``main(argv)``."""
+    import importlib.util
+
+    import paths
+
+    spec = importlib.util.spec_from_file_location(f"study_{name}", paths.STUDIES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

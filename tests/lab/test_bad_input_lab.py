@@ -2,7 +2,6 @@
 the flag, file or row and the fix, and leaves no record behind."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from glue_data import write_glue
 from tenpeft import TenpeftError
 from tenpeft.lab import run as run_module
+from helpers import load_study
 import paths
 
 STUDIES = paths.STUDIES
@@ -20,10 +20,7 @@ RANKS = {"rank_ablation": ["--ranks", "2"]}
 
 
 def study(name: str):
-    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study(name)
 
 
 @pytest.fixture

@@ -46,13 +46,9 @@ def test_bad_input(method, budget, message):
     (["--budgets", ","], "holds no integer parameter budget"),
 ])
 def test_bad_study_flags_exit_2_before_anything_trains(flags, message, capsys):
-    import importlib.util
+    from helpers import load_study
 
-    import paths
-
-    spec = importlib.util.spec_from_file_location("equal_budget", paths.STUDIES / "equal_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_study("equal_budget")
     with pytest.raises(SystemExit) as exit_info:
         module.main(flags + ["--model", "tiny-bert"])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err

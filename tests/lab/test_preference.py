@@ -3,7 +3,6 @@ through trl's DPO as a lab record, and studies/preference.py end to end on a tin
 and bad input refused before any compute."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -12,7 +11,7 @@ from tenpeft import TenpeftError
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
 from tenpeft.lab.tasks.preference import load_preference, split_dialogue
-import paths
+from helpers import load_study
 
 pytest.importorskip("trl")
 FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
@@ -62,10 +61,7 @@ def test_bad_preference_data_is_one_clear_error(case, tmp_path):
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("study_preference", paths.STUDIES / "preference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study("preference")
 
 
 def test_preference_study_writes_records_and_a_figure_and_resumes(tmp_path, monkeypatch):

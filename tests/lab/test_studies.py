@@ -2,7 +2,6 @@
 figures as PNG and PDF, and a rerun that trains nothing."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from glue_data import write_glue
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
+from helpers import load_study
 import paths
 
 STUDIES = paths.STUDIES
@@ -26,10 +26,7 @@ CASES = {
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study(name)
 
 
 @pytest.fixture(scope="module")

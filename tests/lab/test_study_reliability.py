@@ -17,6 +17,7 @@ from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import DamagedRecord, SCHEMA, load_records, read_record
 from tenpeft.lab.study import Variant, base_parser, expand, run_all
+from helpers import load_study
 import paths
 
 ROOT = paths.ROOT
@@ -36,12 +37,7 @@ def study_argv(ws: Path, *extra: str) -> list[str]:
 
 
 def rank_ablation():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("study_rank_ablation", ROOT / "studies" / "rank_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study("rank_ablation")
 
 
 def test_a_diverged_run_is_recorded_skipped_in_summaries_and_not_retrained(ws, capsys, monkeypatch):

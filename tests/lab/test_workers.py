@@ -3,7 +3,6 @@ SLURM array with stand-in ``sbatch``/``srun``): the records equal the sequential
 run leaves its traceback and stops nothing else, a run claimed elsewhere is waited for."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 from glue_data import write_glue
 from tenpeft.lab import workers
 from tenpeft.lab.claims import try_claim
+from helpers import load_study
 import paths
 
 FAST = ["--model", "tiny-bert", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
@@ -24,10 +24,7 @@ SAME = ("run_id", "status", "config", "params", "history", "best", "score", "eva
 
 
 def rank_ablation():
-    spec = importlib.util.spec_from_file_location("study_rank_ablation", paths.STUDIES / "rank_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_study("rank_ablation")
 
 
 @pytest.fixture(scope="module")
