@@ -101,12 +101,26 @@ def _device(module: nn.Module) -> torch.device | None:
     return next((p.device for p in module.parameters()), None)
 
 
-def _check_new_name(model: nn.Module, name: str) -> None:
+def check_name(name: str) -> None:
+    """An adapter name is a non-empty string without '/', not starting with '.'."""
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise TenpeftError(f"adapter name {name!r} must be a non-empty string without '/' (it names a sub-folder)")
+
+
+def _check_new_name(model: nn.Module, name: str) -> None:
+    check_name(name)
     if name in adapter_names(model):
         raise TenpeftError(f"this model already has an adapter named {name!r}; delete_adapter it first or choose "
                            f"another name (it has {adapter_names(model)})")
+
+
+def name_adapter(model: nn.Module, name: str) -> nn.Module:
+    """Give the only adapter of ``model`` (``"default"`` since ``inject``) the name ``name``."""
+    if adapter_names(model) != [active_adapter(model)]:
+        raise TenpeftError(f"name_adapter names a model's only adapter; this one has {adapter_names(model)}")
+    check_name(name)
+    vars(model)[ADAPTERS_ATTR] = AdapterSet(active=name)
+    return model
 
 
 def add_built(model: nn.Module, name: str, build: Callable[[nn.Module], None]) -> nn.Module:

@@ -13,7 +13,7 @@ from .errors import TenpeftError
 from .heads import add_head_and_norms
 from .methods import BuildContext, MethodConfig, Plan, get_method
 from .placements import ParallelUpdate
-from .state import TenpeftState, attach_save_pretrained
+from .state import TenpeftState, attach_model_methods
 from .structure import discover, norm_modules, task_head
 from .targets import select_targets
 
@@ -47,7 +47,7 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     components, stored = _apply(model, plan)
     model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
                                        flags, _originals(model, components))
-    attach_save_pretrained(model)
+    attach_model_methods(model)
     return model
 
 

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .adapters import DEFAULT_ADAPTER, AdapterSet, activated, active_adapter, add_built
+from .adapters import activated, active_adapter, add_built, check_name, name_adapter
 from .atomic import atomic_write, atomic_write_json
 from .engine import inject
 from .errors import TenpeftError
@@ -36,7 +36,7 @@ from .lifecycle import merged_wrappers, unload, unmerged_weights
 from .methods import get_method
 from .plugins import import_hint
 from .report import parameter_report
-from .state import (ADAPTERS_ATTR, CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME,
+from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME,
                     adapter_config, adapter_tensors, base_identity, saved_hyperparameters, state_of)
 from .version import __version__
 
@@ -256,15 +256,16 @@ def load_adapter(model: nn.Module, directory: str, adapter_name: str | None = No
     """Load saved tensors into a model that already carries the same method and hyperparameters (into its
     adapter ``adapter_name``; None: the active one); ``directory`` is a local folder or a Hub repo id
     (``tenpeft.hub.resolve``)."""
+    state_of(model)
+    directory = resolve(directory, revision, **hub_options)
     with activated(model, adapter_name):
-        return _load_into_active(model, directory, revision, **hub_options)
+        return _load_into_active(model, directory)
 
 
-def _load_into_active(model: nn.Module, directory: str, revision: str | None, **hub_options) -> nn.Module:
+def _load_into_active(model: nn.Module, directory: str) -> nn.Module:
     state = state_of(model)
     if merged_wrappers(model):
         raise TenpeftError("the model is merged; call tenpeft.unmerge(model) before load_adapter")
-    directory = resolve(directory, revision, **hub_options)
     config = read_adapter_config(directory)
     _check_identity(model, config["base_model"])
     if config["method"] != state.method or not _same_settings(config["hyperparameters"], state.config):
@@ -292,12 +293,14 @@ def from_pretrained(model: nn.Module, directory: str, adapter_name: str | None =
     is a local folder or a Hub repo id, fetched at ``revision`` (``hub_options``: ``token``, ``cache_dir``,
     ``local_files_only``, ... of ``huggingface_hub.snapshot_download``). Into a model that has adapters,
     ``adapter_name`` adds it as another named adapter (``tenpeft.adapters``), not active."""
+    if adapter_name is not None:
+        check_name(adapter_name)
     directory = resolve(directory, revision, **hub_options)
     if adapter_name is not None and hasattr(model, "tenpeft_state"):
         return add_built(model, adapter_name, lambda bare: _inject_and_load(bare, directory))
     _inject_and_load(model, directory)
-    if adapter_name not in (None, DEFAULT_ADAPTER):
-        vars(model)[ADAPTERS_ATTR] = AdapterSet(active=adapter_name)
+    if adapter_name is not None:
+        name_adapter(model, adapter_name)
     return model
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .state import ADAPTERS_ATTR, TenpeftState, attach_save_pretrained, detach_save_pretrained, state_of
+from .state import ADAPTERS_ATTR, TenpeftState, attach_model_methods, detach_model_methods, state_of
 from .errors import TenpeftError
 from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
 
@@ -102,7 +102,7 @@ def unload(model: nn.Module) -> nn.Module:
 
 def take_out(model: nn.Module) -> tuple[TenpeftState, list[tuple[str, AdapterWrapper]], nn.Module | None]:
     """Take the adapter out of ``model``: base modules back in place of the wrappers, the shared modules
-    removed, the base's ``requires_grad`` flags and ``save_pretrained`` back; returns what was taken (the
+    removed, the base's ``requires_grad`` flags and the class's methods back (``state.detach_model_methods``); returns what was taken (the
     state, the (name, wrapper) pairs, the shared ``ModuleDict``) for ``put_back``."""
     state = state_of(model)
     found = wrappers(model)
@@ -113,7 +113,7 @@ def take_out(model: nn.Module) -> tuple[TenpeftState, list[tuple[str, AdapterWra
     for name, p in model.named_parameters():
         p.requires_grad_(state.original_flags.get(name, p.requires_grad))
     del model.tenpeft_state
-    detach_save_pretrained(model)
+    detach_model_methods(model)
     return state, found, shared
 
 
@@ -127,13 +127,12 @@ def put_back(model: nn.Module, state: TenpeftState, found: list[tuple[str, Adapt
     if shared is not None:
         model.add_module("tenpeft_shared", shared)
     model.tenpeft_state = state
-    attach_save_pretrained(model)
+    attach_model_methods(model)
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge, then unload: a plain transformers model with the update in its weights."""
     return unload(merge(model))
-
 
 
 @torch.no_grad()

@@ -101,7 +101,7 @@ class CheckpointingGuard:
         return type(self.model).gradient_checkpointing_enable(self.model, gradient_checkpointing_kwargs, **kwargs)
 
 
-def attach_save_pretrained(model: nn.Module) -> None:
+def attach_model_methods(model: nn.Module) -> None:
     """Make ``model.save_pretrained`` write its tenpeft adapter (:class:`AdapterSave`) and, if factors are
     shared across layers, guard ``gradient_checkpointing_enable`` (:class:`CheckpointingGuard`)."""
     if hasattr(model, "save_pretrained"):
@@ -112,7 +112,7 @@ def attach_save_pretrained(model: nn.Module) -> None:
         model.gradient_checkpointing_enable = CheckpointingGuard(model)
 
 
-def detach_save_pretrained(model: nn.Module) -> None:
+def detach_model_methods(model: nn.Module) -> None:
     """Give ``model`` back its class's ``save_pretrained`` and ``gradient_checkpointing_enable``."""
     for name, kind in (("save_pretrained", AdapterSave), ("gradient_checkpointing_enable", CheckpointingGuard)):
         if isinstance(vars(model).get(name), kind):

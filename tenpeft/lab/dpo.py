@@ -64,6 +64,16 @@ def _dpo_config(spec, output_dir: str, progress: bool):
         use_cpu=not torch.cuda.is_available(), bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16")
 
 
+def _diverged(history: list[dict], task: str) -> dict | None:
+    """Where the first non-finite training or held-out loss appeared (the lab's ``diverged``), or None."""
+    for entry in history:
+        if entry["train_loss"] is not None and not math.isfinite(entry["train_loss"]):
+            return {"task": task, "step": entry["step"], "loss": "train", "value": str(entry["train_loss"])}
+        if entry["val_loss"] is None:
+            return {"task": task, "step": entry["step"], "loss": "validation", "value": str(entry["metrics"]["dpo_loss"])}
+    return None
+
+
 def _history(log: list[dict]) -> list[dict]:
     """One entry per evaluation, in the lab's shape, from trl's ``log_history``."""
     out, train_loss = [], None
@@ -103,12 +113,11 @@ def execute_preference(spec, accelerator, progress: bool = True) -> dict:
                                      eval_dataset=eval_rows, processing_class=tokenizer)
         train_start = time.perf_counter()
         trainer.train()
-        train_s = time.perf_counter() - train_start
+        train_s = time.perf_counter() - train_start  # the evaluations included
     history = _history(trainer.state.log_history)
-    bad = [e for e in history if e["val_loss"] is None] + [
-        e for e in history if e["train_loss"] is not None and not math.isfinite(e["train_loss"])]
-    diverged = {"task": spec.task, "step": bad[0]["step"], "loss": "validation", "value": "nan"} if bad else None
+    diverged = _diverged(history, spec.task)
     best = None if diverged or not history else min(history, key=lambda e: e["val_loss"])
+    eval_s = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)  # trl's evaluations, within train_s
     metric = PREFERENCE_TASKS[spec.task].headline_metric
     total = time.perf_counter() - start
     return {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if diverged else "ok",
@@ -116,6 +125,6 @@ def execute_preference(spec, accelerator, progress: bool = True) -> dict:
             "score": {"metric": metric, "value": None if best is None else best["metrics"][metric]},
             "eval_split": {spec.task: PREFERENCE_TASKS[spec.task].eval_split}, "stages": None,
             "dpo": {"beta": BETA, "reference": "precomputed with the adapter disabled", "metrics": list(METRICS)},
-            "timings": {"total_s": total, "train_s": train_s, "eval_s": 0.0,
-                        "steps_per_s": spec.train.max_steps / max(train_s, 1e-9)},
+            "timings": {"total_s": total, "train_s": train_s - eval_s, "eval_s": eval_s,
+                        "steps_per_s": spec.train.max_steps / max(train_s - eval_s, 1e-9)},
             "provenance": provenance(accelerator)}

@@ -77,6 +77,7 @@ def test_preference_study_writes_records_and_a_figure_and_resumes(tmp_path, monk
         assert [e["step"] for e in record["history"]] == [1, 2]
         assert record["best"]["val_loss"] == record["best"]["metrics"]["dpo_loss"] > 0
         assert record["dpo"]["reference"] == "precomputed with the adapter disabled"
+        assert 0 < record["timings"]["eval_s"] < record["timings"]["total_s"]
     by_rank = {(r["config"]["method"], r["config"]["axes"]["rank"]): r["params"]["trainable"] for r in records}
     assert by_rank[("lora", 1)] < by_rank[("lora", 2)] and by_rank[("lorta", 1)] < by_rank[("lorta", 2)]
     for suffix in ("png", "pdf"):

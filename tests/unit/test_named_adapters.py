@@ -136,3 +136,14 @@ def test_a_named_load_for_another_base_leaves_the_model_as_it_was(tmp_path):
         tenpeft.from_pretrained(model, str(tmp_path / "llama"), adapter_name="c")
     _unchanged(model, before)
     assert tenpeft.adapter_names(model) == ["b", "default"] and torch.equal(logits(model, batch), out_b)
+
+
+def test_from_pretrained_names_the_first_adapter_and_refuses_a_bad_name_before_loading(tmp_path):
+    tenpeft.save_adapter(perturbed(tenpeft.inject(tiny_model("bert"), "lora")), tmp_path / "a")
+    model = tenpeft.from_pretrained(tiny_model("bert"), str(tmp_path / "a"), adapter_name="sst2")
+    assert tenpeft.adapter_names(model) == ["sst2"]
+    bare = tiny_model("bert")
+    before = fingerprint(bare)
+    with pytest.raises(tenpeft.TenpeftError, match="must be a non-empty string without '/'"):
+        tenpeft.from_pretrained(bare, str(tmp_path / "a"), adapter_name="a/b")
+    _unchanged(bare, before)
