@@ -40,6 +40,24 @@ def place_rows(delta: torch.Tensor, out_slice: tuple[int, ...], out_features: in
     return F.pad(blocks, (start, period - stop)).flatten(-2)
 
 
+@torch.compiler.disable
+def refresh_per_forward(model: nn.Module, *_) -> None:
+    """The forward pre-hook ``inject`` registers on the model: each module in ``model.tenpeft_shared``
+    with a ``per_forward`` cache (e.g. ``tenpeft.layouts.shared.SliceCache``) rebuilds it, once per
+    model forward and before any layer (so gradient checkpointing recomputes from the same values)."""
+    shared = model._modules.get("tenpeft_shared")
+    for module in () if shared is None else shared.values():
+        cache = getattr(module, "per_forward", None)
+        if cache is not None:
+            cache.refresh()
+
+
+def has_per_forward(model: nn.Module) -> bool:
+    """Whether a module in ``model.tenpeft_shared`` keeps a cache that ``refresh_per_forward`` rebuilds."""
+    shared = model._modules.get("tenpeft_shared")
+    return shared is not None and any(getattr(m, "per_forward", None) is not None for m in shared.values())
+
+
 class Update(nn.Module):
     """Base of every parallel update: ``forward(x) = ΔW x`` and ``delta_weight() = ΔW (out x in)``.
 

@@ -17,7 +17,7 @@ from torch import nn
 from .errors import TenpeftError
 from .formats import Budget, Factorization
 from .methods import METHODS, MethodConfig
-from .placements import AdapterWrapper, Update
+from .placements import AdapterWrapper, Update, has_per_forward, refresh_per_forward
 from .plugins import defining_modules
 from .structure import ModelStructure, Target
 from .version import __version__
@@ -102,8 +102,11 @@ class CheckpointingGuard:
 
 
 def attach_model_methods(model: nn.Module) -> None:
-    """Make ``model.save_pretrained`` write its tenpeft adapter (:class:`AdapterSave`) and, if factors are
-    shared across layers, guard ``gradient_checkpointing_enable`` (:class:`CheckpointingGuard`)."""
+    """Make ``model.save_pretrained`` write its tenpeft adapter (:class:`AdapterSave`), register the forward
+    pre-hook ``placements.refresh_per_forward`` when a shared module keeps a per-forward cache, and, if
+    factors are shared across layers, guard ``gradient_checkpointing_enable`` (:class:`CheckpointingGuard`)."""
+    if has_per_forward(model) and refresh_per_forward not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(refresh_per_forward)
     if hasattr(model, "save_pretrained"):
         model.save_pretrained = AdapterSave(model)
     shared = getattr(model, "tenpeft_shared", None)
@@ -113,7 +116,10 @@ def attach_model_methods(model: nn.Module) -> None:
 
 
 def detach_model_methods(model: nn.Module) -> None:
-    """Give ``model`` back its class's ``save_pretrained`` and ``gradient_checkpointing_enable``."""
+    """Give ``model`` back its class's ``save_pretrained`` and ``gradient_checkpointing_enable``, and remove the
+    per-forward pre-hook."""
+    for key in [k for k, hook in model._forward_pre_hooks.items() if hook is refresh_per_forward]:
+        del model._forward_pre_hooks[key]
     for name, kind in (("save_pretrained", AdapterSave), ("gradient_checkpointing_enable", CheckpointingGuard)):
         if isinstance(vars(model).get(name), kind):
             delattr(model, name)

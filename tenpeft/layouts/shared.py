@@ -16,6 +16,8 @@ columns). Grouped-query attention: K/V head ``g`` uses the head-mode slice of qu
 ``g * H / H_kv``, the first query head of the group that attends with it. No ``ΔW`` is built in
 forward: the factors other than the model-dim one are contracted to a small ``(b, other)`` matrix
 ``S`` (``b`` the model-dim factor's bond), then the input goes through two row-major matmuls.
+The ``S`` of every (layer, type) are contracted together once per model forward (:class:`SliceCache`,
+refreshed by the forward pre-hook ``inject`` puts on the model), and each update selects its own.
 """
 from __future__ import annotations
 
@@ -102,6 +104,63 @@ def lorta_init(shared) -> None:
         factor.uniform_(-bound, bound)
 
 
+class SliceCache:
+    """The small matrices of every (layer, type) slice of one shared tensor, contracted together:
+    ``T = F_d S_all`` with ``S_all (L, M, b, *other)`` (see ``Factorization.mode_split``), so an update
+    selects ``S_all[l, m]`` instead of contracting its own. ``refresh()`` runs once per model forward
+    (``tenpeft.placements.refresh_per_forward``), outside any checkpointed layer, so recomputation
+    reads the same ``S_all``. ``get`` gives None (the update then contracts its own slice) while
+    compiling, for factors sharded as DTensors (FSDP2 gathers them only inside the forward), and when
+    the factors changed since the refresh (an optimizer step, a cast, a load, a forward of a submodule
+    alone), or the grad mode did."""
+
+    def __init__(self, shared, other_modes: tuple[int, ...], index_modes: tuple[int, ...]):
+        self.shared, self.other_modes, self.index_modes = shared, other_modes, index_modes
+        self.value: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._key: tuple | None = None
+
+    def _current_key(self) -> tuple:
+        tensors = tuple(self.shared.factors().values())
+        return (torch.is_grad_enabled(), *((id(t), t._version, t.dtype, t.device) for t in tensors))
+
+    def _sharded(self) -> bool:
+        return any(hasattr(t, "device_mesh") for t in self.shared.factors().values())
+
+    def refresh(self) -> None:
+        """Contract ``S_all`` for the factors as they are now (None where the split does not exist)."""
+        self.value = self._key = None
+        if torch.compiler.is_compiling() or self._sharded():
+            return
+        split = self.shared.mode_split(0, (*self.index_modes, *self.other_modes))
+        if split is not None:
+            self.value = (split[0], split[1].movedim(0, 2).contiguous())
+            self._key = self._current_key()
+
+    def get(self, layer: int, matrix_index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(F_d, S (b, *other))`` of one slice, or None when the cache cannot serve (see the class)."""
+        if self.value is None or torch.compiler.is_compiling() or self._key != self._current_key():
+            return None
+        return self.value[0], self.value[1][layer, matrix_index]
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return SliceCache(copy.deepcopy(self.shared, memo), self.other_modes, self.index_modes)
+
+    def __getstate__(self):
+        return {**vars(self), "value": None, "_key": None}
+
+
+def slice_cache(shared, head_mode: bool) -> SliceCache:
+    """The :class:`SliceCache` of ``shared``, made once and kept on it as ``shared.per_forward`` (the
+    attribute ``refresh_per_forward`` looks for)."""
+    cache = getattr(shared, "per_forward", None)
+    if cache is None:
+        cache = SliceCache(shared, (2, 1) if head_mode else (1,), (3, 4) if head_mode else (2, 3))
+        shared.per_forward = cache
+    return cache
+
+
 class SharedTensorUpdate(Update):
     """The update of one (layer, matrix type) read from a shared factorized tensor (not owned here:
     the shared tensor is registered once on the model and referenced by every update).
@@ -111,6 +170,7 @@ class SharedTensorUpdate(Update):
                  scale: float = 1.0, head_mode: bool = True):
         super().__init__()
         object.__setattr__(self, "shared", shared)  # a reference, not a child: stored once
+        object.__setattr__(self, "slices", slice_cache(shared, head_mode))
         self.role, self.layer, self.matrix_index, self.scale = role, layer, matrix_index, scale
         self.model_in = role in MODEL_INPUT_ROLES
         self.head_mode = head_mode
@@ -136,8 +196,18 @@ class SharedTensorUpdate(Update):
             fixed[2] = self.head_index
         return fixed
 
+    def _split(self):
+        """``(F_d, S)`` of this slice: from the model forward's :class:`SliceCache`, else contracted here."""
+        cached = self.slices.get(self.layer, self.matrix_index)
+        if cached is None:
+            return self.shared.mode_split(0, self.other_modes, self._fixed())
+        f_d, small = cached
+        if self.head_mode and self.heads != self.shared.shape[2]:
+            small = small.index_select(1, self.head_index)
+        return f_d, small
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = self.shared.mode_split(0, self.other_modes, self._fixed())
+        split = self._split()
         if split is not None:  # T = F_d S: (x @ F_d) @ S (model dim in), (x @ S^T) @ F_d^T (out), row-major
             f_d, small = split
             small = scaled(small.flatten(1), self.scale)  # (b, other): scale the small side
