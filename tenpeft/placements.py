@@ -40,22 +40,25 @@ def place_rows(delta: torch.Tensor, out_slice: tuple[int, ...], out_features: in
     return F.pad(blocks, (start, period - stop)).flatten(-2)
 
 
+def _per_forward_caches(model: nn.Module) -> list:
+    """The ``per_forward`` caches of the modules in ``model.tenpeft_shared`` (e.g. ``layouts.shared.SliceCache``)."""
+    shared = model._modules.get("tenpeft_shared")
+    caches = () if shared is None else (getattr(m, "per_forward", None) for m in shared.values())
+    return [c for c in caches if c is not None]
+
+
 @torch.compiler.disable
 def refresh_per_forward(model: nn.Module, *_) -> None:
-    """The forward pre-hook ``inject`` registers on the model: each module in ``model.tenpeft_shared``
-    with a ``per_forward`` cache (e.g. ``tenpeft.layouts.shared.SliceCache``) rebuilds it, once per
-    model forward and before any layer (so gradient checkpointing recomputes from the same values)."""
-    shared = model._modules.get("tenpeft_shared")
-    for module in () if shared is None else shared.values():
-        cache = getattr(module, "per_forward", None)
-        if cache is not None:
-            cache.refresh()
+    """The forward pre-hook ``inject`` registers on the model: every ``per_forward`` cache of its shared
+    modules is rebuilt, once per model forward and before any layer (so gradient checkpointing
+    recomputes from the same values)."""
+    for cache in _per_forward_caches(model):
+        cache.refresh()
 
 
 def has_per_forward(model: nn.Module) -> bool:
     """Whether a module in ``model.tenpeft_shared`` keeps a cache that ``refresh_per_forward`` rebuilds."""
-    shared = model._modules.get("tenpeft_shared")
-    return shared is not None and any(getattr(m, "per_forward", None) is not None for m in shared.values())
+    return bool(_per_forward_caches(model))
 
 
 class Update(nn.Module):

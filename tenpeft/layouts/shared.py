@@ -190,9 +190,14 @@ class SharedTensorUpdate(Update):
     def shared_modules(self):
         return (self.shared,)
 
+    @property
+    def _head_subset(self) -> bool:
+        """Whether this update reads only some heads of the head mode (grouped-query K/V)."""
+        return self.head_mode and self.heads != self.shared.shape[2]
+
     def _fixed(self):
         fixed = dict(zip(self.index_modes, (self.layer, self.matrix_index)))
-        if self.head_mode and self.heads != self.shared.shape[2]:
+        if self._head_subset:
             fixed[2] = self.head_index
         return fixed
 
@@ -202,7 +207,7 @@ class SharedTensorUpdate(Update):
         if cached is None:
             return self.shared.mode_split(0, self.other_modes, self._fixed())
         f_d, small = cached
-        if self.head_mode and self.heads != self.shared.shape[2]:
+        if self._head_subset:
             small = small.index_select(1, self.head_index)
         return f_d, small
 
