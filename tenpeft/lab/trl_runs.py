@@ -1,0 +1,93 @@
+"""What the lab's trl runs (DPO in ``dpo.py``, SFT in ``sft.py``) share: the checks before training, the
+adapted policy, the trl training arguments built from the run's TrainConfig, the reference context and the
+divergence test of the history.
+
+Gradient checkpointing: trl's configs turn it on by default; here it is set explicitly (on with a GPU, where
+memory binds; off on CPU, where it only costs a recomputed forward per step) and written into the record.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+import tenpeft
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.adapt import apply_method, count_parameters
+from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, resolve_model
+
+
+def gradient_checkpointing() -> bool:
+    """Whether trl runs recompute activations in the backward: only with a GPU."""
+    return torch.cuda.is_available()
+
+
+def check_trl_run(spec, what: str, trainer: str) -> None:
+    """What can fail before a trl run trains: a decoder, one task, trl installed, the method on the meta device."""
+    from tenpeft.lab.run import adapt_on_meta
+
+    config = load_config(resolve_model(spec.model))
+    if not is_decoder(config):
+        raise TenpeftError(f"{what} trains a causal LM; {spec.model} is an encoder (use e.g. "
+                           f"--model smollm2, tiny-llama or a LLaMA-family model)")
+    if len(spec.tasks) > 1:
+        raise TenpeftError(f"{what} task {spec.task!r} cannot be chained with others")
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise TenpeftError(f"{what} runs trl's {trainer} trainer: pip install 'trl>=1.0,<2'") from None
+    adapt_on_meta(config, spec.model, spec.method, spec.method_args, 2)  # it decodes the arguments
+
+
+def tokenizer_for(source):
+    """The run's tokenizer, with an EOS token (a decoder on an encoder's vocabulary, tiny-llama, takes its
+    config's) and a pad token (the EOS when it has none)."""
+    tokenizer = load_tokenizer(source)
+    if tokenizer.eos_token is None:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(load_config(source).eos_token_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def adapted_policy(spec, source):
+    """``(model, params)``: the base causal LM with the run's method (its JSON arguments decoded, as the GLUE
+    path does), and its parameter counts."""
+    from tenpeft.lab.run import decode_args
+
+    model = load_model(source, 2, seed=spec.seed)
+    model = apply_method(model, spec.method, decode_args(spec.method_args), decoder=True)
+    return model, count_parameters(model)
+
+
+def reference_context(model):
+    """The block in which ``model`` computes as its base: tenpeft's or PEFT's disable_adapter."""
+    if hasattr(model, "tenpeft_state"):
+        return tenpeft.disable_adapter(model, adapters_only=model.tenpeft_state.originals is None)
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def trl_arguments(spec, output_dir: str, progress: bool) -> dict:
+    """The keyword arguments of a trl config (DPOConfig, SFTConfig) that the run's TrainConfig sets."""
+    cfg = spec.train
+    return dict(
+        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        max_steps=cfg.max_steps, learning_rate=cfg.lr, warmup_steps=int(cfg.warmup_ratio * cfg.max_steps),  # as loop.py
+        lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0, max_length=cfg.max_length,
+        logging_steps=cfg.eval_every, save_strategy="no", seed=spec.seed, report_to=[], disable_tqdm=not progress,
+        gradient_checkpointing=gradient_checkpointing(), use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.mixed_precision == "bf16", fp16=cfg.mixed_precision == "fp16")
+
+
+def diverged(history: list[dict], task: str, val_metric: str) -> dict | None:
+    """Where the first non-finite training or held-out loss appeared (the lab's ``diverged``), or None."""
+    for entry in history:
+        if entry["train_loss"] is not None and not math.isfinite(entry["train_loss"]):
+            return {"task": task, "step": entry["step"], "loss": "train", "value": str(entry["train_loss"])}
+        if entry["val_loss"] is None:
+            return {"task": task, "step": entry["step"], "loss": "validation", "value": str(entry["metrics"][val_metric])}
+    return None
