@@ -1,7 +1,8 @@
 """Run records on disk: one JSON file per run (schema ``tenpeft-run/2``), written atomically, so
 an interrupted study leaves every finished record whole.
 
-A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
+A record's ``score`` is ``{metric, value}`` and, optionally, ``higher_is_better`` (absent: true; false
+for a loss such as instruction tuning's completion cross-entropy). A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
 and ``best`` are null, ``diverged`` says where). Schema 1 records (no ``status``) read as ``ok``.
 A damaged file is reported by name and its run trained again; a record of a newer schema is an
 error, never overwritten.
@@ -69,6 +70,8 @@ def _field_problems(record: dict, config) -> list[str]:
         bad.append("score must be {metric, value}")
     elif not (_is_number(score["value"]) or (score["value"] is None and status(record) == "diverged")):
         bad.append(f"score.value {score['value']!r} is not a number")
+    if isinstance(score, dict) and not isinstance(score.get("higher_is_better", True), bool):
+        bad.append(f"score.higher_is_better {score['higher_is_better']!r} is not true or false")
     if not isinstance(params, dict) or not _is_number(params.get("trainable")):
         bad.append("params.trainable is not a number")
     if not isinstance(record["history"], list):

@@ -22,6 +22,14 @@ def frontier_points(records: list[dict]) -> pd.DataFrame:
     return points
 
 
+def _higher_is_better(frame: pd.DataFrame, task: str) -> bool:
+    """Whether ``task``'s score is better higher; a TenpeftError if its runs disagree."""
+    values = set(frame.loc[frame["task"] == task, "higher_is_better"])
+    if len(values) > 1:
+        raise TenpeftError(f"the runs of {task} mix higher- and lower-is-better scores; plot them apart")
+    return values.pop()
+
+
 def _annotate(ax, group, method: str) -> None:
     """Each point's distinguishing args (e.g. ``r=4``), alternately below and above it, so labels
     of neighbouring points do not overlap."""
@@ -49,7 +57,7 @@ def frontier_figure(records: list[dict], annotate: bool = True) -> Figure:
                         markersize=6, label=method, **styles[method])
             if annotate:
                 _annotate(ax, group, method)
-        front = pareto_front(part, x="trainable", y="mean")
+        front = pareto_front(part, x="trainable", y="mean", higher_is_better=_higher_is_better(frame, task))
         ax.step(front["trainable"], front["mean"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8,
                 marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.0,
                 label="Pareto front", zorder=1)  # the rings keep a one-point front visible

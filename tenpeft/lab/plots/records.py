@@ -15,7 +15,7 @@ from tenpeft.lab.records import READABLE, REQUIRED_CONFIG
 
 REQUIRED_KEYS = ("run_id", "config", "params", "score")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",
-               "metric"]
+               "metric", "higher_is_better"]
 HISTORY_COLUMNS = ["study", "run_id", "method", "label", "task", "seed", "step", "val_loss", "train_loss"]
 
 
@@ -78,7 +78,7 @@ def _check_unique(records: Sequence[dict]) -> None:
 
 def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
     """One row per run: study, run_id, model, task, method, label, seed, lr, trainable, score, metric,
-    ``axis_<name>`` per config axis, and ``method_args`` (dict).
+    higher_is_better, ``axis_<name>`` per config axis, and ``method_args`` (dict).
 
     ``label`` is the method plus the ``method_args`` that differ from the method's defaults or vary
     between the given runs of that method (e.g. ``"lora r=4"``); ``seed`` never enters it.
@@ -94,12 +94,18 @@ def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
                "task": cfg["task"], "method": cfg["method"],
                "label": label,
                "seed": cfg["seed"], "lr": _float(cfg.get("lr")), "trainable": rec["params"]["trainable"],
-               "score": _float(score["value"]), "metric": score["metric"], "method_args": args}
+               "score": _float(score["value"]), "metric": score["metric"],
+               "higher_is_better": higher_is_better(rec), "method_args": args}
         row.update({f"axis_{name}": _hashable(v) for name, v in (cfg.get("axes") or {}).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     axes = sorted(c for c in frame.columns if c.startswith("axis_"))
     return frame[RUN_COLUMNS + axes + ["method_args"]]
+
+
+def higher_is_better(record: dict) -> bool:
+    """Whether a higher score of ``record`` is better (``score.higher_is_better``; records without it: yes)."""
+    return bool(record["score"].get("higher_is_better", True))
 
 
 def _float(value) -> float:
@@ -150,11 +156,12 @@ def summarize(frame: pd.DataFrame, by: str | Sequence[str], value: str = "score"
     return out
 
 
-def pareto_front(points: pd.DataFrame, x: str = "trainable", y: str = "score") -> pd.DataFrame:
-    """The non-dominated rows (no other row has x <= and y >= with one strict), sorted by x.
+def pareto_front(points: pd.DataFrame, x: str = "trainable", y: str = "score",
+                 higher_is_better: bool = True) -> pd.DataFrame:
+    """The non-dominated rows (no other row has x <= and a y at least as good, with one strict), sorted by x.
 
-    Fewer parameters (x) and a higher score (y) are better; rows with a NaN x or y are ignored and
-    identical points are all kept.
+    Fewer parameters (x) are better, and a higher score (y), or a lower one with ``higher_is_better=False``
+    (a loss, a cross-entropy); rows with a NaN x or y are ignored and identical points are all kept.
     """
     if not isinstance(points, pd.DataFrame) or points.empty:
         raise TenpeftError("pareto_front needs a non-empty DataFrame of points")
@@ -164,8 +171,8 @@ def pareto_front(points: pd.DataFrame, x: str = "trainable", y: str = "score") -
     valid = points.dropna(subset=[x, y])
     if valid.empty:
         raise TenpeftError(f"pareto_front: every point has a NaN {x!r} or {y!r}")
-    xs, ys = valid[x].to_numpy(float), valid[y].to_numpy(float)
+    xs, ys = valid[x].to_numpy(float), valid[y].to_numpy(float) * (1.0 if higher_is_better else -1.0)
     no_worse = (xs[None, :] <= xs[:, None]) & (ys[None, :] >= ys[:, None])
     better = (xs[None, :] < xs[:, None]) | (ys[None, :] > ys[:, None])
     dominated = (no_worse & better).any(axis=1)
-    return valid[~dominated].sort_values([x, y], ascending=[True, False], kind="stable")
+    return valid[~dominated].sort_values([x, y], ascending=[True, not higher_is_better], kind="stable")
