@@ -92,13 +92,17 @@ def check_spec(spec: RunSpec) -> None:
     """Everything but training, fast: model, task data, method and arguments (built on the meta
     device). Raises a TenpeftError naming the problem."""
     from tenpeft.lab.tasks import get_task, load_task_data
+    from tenpeft.lab.tasks.instruction import is_instruction
     from tenpeft.lab.tasks.preference import is_preference
 
     if not is_known(spec.method):
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
     if any(is_preference(t) for t in spec.tasks):
         from tenpeft.lab.dpo import check_preference
-        return check_preference(spec, adapt_on_meta)
+        return check_preference(spec)
+    if any(is_instruction(t) for t in spec.tasks):
+        from tenpeft.lab.sft import check_instruction
+        return check_instruction(spec)
     tasks = [get_task(t) for t in spec.tasks]
     for name, task in zip(spec.tasks, tasks):
         if name != task.name:  # one spelling per task, or the same run gets two ids
@@ -211,14 +215,19 @@ class TaskHeads:
 
 
 def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
-    """Run ``spec`` (every stage of a chained task; a preference task through trl's DPO) and return its record."""
+    """Run ``spec`` (every stage of a chained task; a preference task through trl's DPO, an instruction task
+    through trl's SFT) and return its record."""
     from accelerate.utils import set_seed
 
+    from tenpeft.lab.tasks.instruction import is_instruction
     from tenpeft.lab.tasks.preference import is_preference
 
     if is_preference(spec.task):
         from tenpeft.lab.dpo import execute_preference
         return execute_preference(spec, accelerator, progress)
+    if is_instruction(spec.task):
+        from tenpeft.lab.sft import execute_instruction
+        return execute_instruction(spec, accelerator, progress)
 
     set_seed(spec.seed)
     source = resolve_model(spec.model)

@@ -1,0 +1,175 @@
+"""Instruction tasks (a prompt and the reply to learn) for supervised fine-tuning with trl's SFTTrainer.
+
+Each task gives trl's ``prompt`` / ``completion`` columns (trl appends the EOS token to the completion):
+
+* ``alpaca_cleaned``: ``yahma/alpaca-cleaned`` from the Hub (instruction, input, output); it has only a
+  train split, so the held-out rows are carved from it by ``data_seed`` (disjoint from the training rows).
+* ``hh_chosen``: the ``chosen`` dialogues of the local ``hh_harmless`` pairs (``<data_dir>/hh_harmless/
+  {train,test}.jsonl``, as ``../shared/data/preference`` holds them); the prompt is the dialogue up to and
+  including its last ``"\\n\\nAssistant:"``, the completion the last assistant reply.
+* ``local:PATH``: a JSON / JSONL file of ``instruction`` / ``input`` (optional) / ``output`` rows, or of chat
+  ``messages`` ending in an assistant turn; held-out rows carved as for ``alpaca_cleaned``.
+
+Instruction rows are rendered with the tokenizer's chat template when it has one, else the Alpaca template.
+:func:`screen` tokenizes every row before training: a row whose prompt alone fills ``max_length`` (it would
+train on nothing) is skipped and counted; a row without a reply, or no row left, is a TenpeftError.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.preference import split_dialogue
+
+LOCAL = "local:"
+HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --eval-size is given
+ALPACA = ("Below is an instruction that describes a task{context}. Write a response that appropriately completes "
+          "the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n")
+METRICS = ("completion_ce", "perplexity")  # the headline first; lower is better for both
+
+
+@dataclass(frozen=True)
+class InstructionTask:
+    """An instruction dataset: where it is (``hub`` id, or a local preference ``folder`` task), its splits
+    (``eval_split`` None: held-out rows carved from the train split)."""
+
+    name: str
+    hub: str | None = None
+    folder: str | None = None
+    eval_split: str | None = None
+    headline_metric: str = METRICS[0]
+
+
+INSTRUCTION_TASKS = {t.name: t for t in (InstructionTask("alpaca_cleaned", hub="yahma/alpaca-cleaned"),
+                                         InstructionTask("hh_chosen", folder="hh_harmless", eval_split="test"))}
+
+
+def is_instruction(name: str) -> bool:
+    """Whether ``name`` is an instruction task (these never chain with others)."""
+    return name in INSTRUCTION_TASKS or name.startswith(LOCAL)
+
+
+def eval_split_name(name: str) -> str:
+    """What a record names as the held-out split of task ``name``."""
+    task = INSTRUCTION_TASKS.get(name)
+    return task.eval_split if task and task.eval_split else "held out from train by data_seed"
+
+
+def _instruction_prompt(row: dict, tokenizer) -> str:
+    extra = (row.get("input") or "").strip()
+    if getattr(tokenizer, "chat_template", None):
+        user = row["instruction"] + (f"\n\n{extra}" if extra else "")
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    return ALPACA.format(context=", paired with an input that provides further context" if extra else "",
+                         instruction=row["instruction"], input=f"### Input:\n{extra}\n\n" if extra else "")
+
+
+def _messages_pair(messages, tokenizer, where: str) -> tuple[str, str]:
+    if not messages or messages[-1].get("role") != "assistant":
+        raise TenpeftError(f"{where}: a messages row that does not end in an assistant turn; the last message is the "
+                           f"reply that is trained")
+    context = messages[:-1]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True), messages[-1]["content"]
+    turns = "".join(f"\n\n{m['role'].capitalize()}: {m['content']}" for m in context)
+    return f"{turns}\n\nAssistant:", " " + messages[-1]["content"]
+
+
+def _pairs(rows, where: str, tokenizer, dialogue: bool):
+    """``rows`` as ``prompt``/``completion`` columns; a TenpeftError for missing columns."""
+    columns = set(rows.column_names)
+    if dialogue:
+        need = {"chosen"}
+    else:
+        need = {"messages"} if "messages" in columns else {"instruction", "output"}
+    if need - columns:
+        raise TenpeftError(f"{where} has no column(s) {sorted(need - columns)} (it has {rows.column_names}); an "
+                           f"instruction file holds instruction/input/output rows or chat messages")
+
+    def convert(row):
+        if dialogue:
+            prompt, reply = split_dialogue(row["chosen"], where)
+        elif "messages" in need:
+            prompt, reply = _messages_pair(row["messages"], tokenizer, where)
+        else:
+            prompt, reply = _instruction_prompt(row, tokenizer), row["output"] or ""
+        return {"prompt": prompt, "completion": reply}
+
+    return rows.map(convert, remove_columns=rows.column_names)
+
+
+def _read(name: str, data_dir: str | None):
+    """``{split: (rows, where)}``: ``train`` and, where the source has one, ``eval``."""
+    import datasets
+
+    if name.startswith(LOCAL):
+        path = Path(name[len(LOCAL):]).expanduser()
+        if not path.is_file():
+            raise TenpeftError(f"no file {str(path)!r} for task {name!r}: local:PATH reads a JSON or JSONL file")
+        return {"train": (datasets.Dataset.from_json(str(path)), str(path))}
+    task = INSTRUCTION_TASKS[name]
+    if task.hub:
+        return {"train": (datasets.load_dataset(task.hub, split="train"), f"hub:{task.hub}")}
+    if data_dir is None:
+        raise TenpeftError(f"task {name!r} reads the local {task.folder} pairs: pass --data-dir (e.g. "
+                           f"../shared/data/preference)")
+    out = {}
+    for split, key in (("train", "train"), (task.eval_split, "eval")):
+        path = Path(data_dir) / task.folder / f"{split}.jsonl"
+        if not path.is_file():
+            raise TenpeftError(f"no {path}: task {name!r} reads <data-dir>/{task.folder}/{split}.jsonl")
+        out[key] = (datasets.Dataset.from_json(str(path)), str(path))
+    return out
+
+
+def _subsample(rows, size, rng_seed):
+    import numpy as np
+
+    if size is None or size >= len(rows):
+        return rows
+    return rows.select(np.random.default_rng(rng_seed).permutation(len(rows))[:size])
+
+
+def _carve(rows, train_size, eval_size, data_seed):
+    """Disjoint (train, held-out) rows of one split, shuffled by ``data_seed``."""
+    import numpy as np
+
+    held = eval_size or max(1, round(HELD_OUT_SHARE * len(rows)))
+    if held >= len(rows):
+        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --eval-size")
+    order = np.random.default_rng(data_seed).permutation(len(rows))
+    rest = order[held:] if train_size is None else order[held:held + train_size]
+    return rows.select(rest), rows.select(order[:held])
+
+
+def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
+                     data_seed: int = 0):
+    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name``, subsampled to their sizes
+    (None: every row; a train-only source: the held-out rows carved from it) by ``data_seed``."""
+    if not is_instruction(name):
+        raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
+    read = _read(name, None if data_dir is None else os.fspath(data_dir))
+    dialogue = name == "hh_chosen"
+    (train, where), held = read["train"], read.get("eval")
+    if held is None:
+        train, evaluation, eval_where = *_carve(train, train_size, eval_size, data_seed), where
+    else:
+        train, (evaluation, eval_where) = _subsample(train, train_size, data_seed), (_subsample(held[0], eval_size, data_seed), held[1])
+    return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)
+
+
+def screen(rows, tokenizer, max_length: int, where: str):
+    """``(rows, skipped)``: the rows whose prompt leaves room for the reply within ``max_length`` tokens, and
+    how many were skipped. A row without a reply, or no row left, is a TenpeftError."""
+    keep = []
+    for i, row in enumerate(rows):
+        if not row["completion"].strip():
+            raise TenpeftError(f"{where}: row {i} has no reply (empty completion), so nothing of it would be "
+                               f"trained or scored; fill or drop it")
+        keep.append(len(tokenizer(row["prompt"])["input_ids"]) < max_length)
+    if not any(keep):
+        raise TenpeftError(f"{where}: every prompt fills --max-length {max_length} tokens, leaving no reply token to "
+                           f"train or score; raise --max-length")
+    return rows.select([i for i, k in enumerate(keep) if k]), keep.count(False)
