@@ -115,3 +115,34 @@ def test_a_prompt_too_long_skips_that_row_only(tmp_path):
     kept, skipped = screen(train, tokenizer, 96, "rows")
     assert long >= 3 and skipped == long and len(kept) == len(train) - long
     assert all(len(tokenizer(p)["input_ids"]) < 96 for p in kept["prompt"])
+
+
+def test_hh_chosen_trains_the_last_assistant_reply_of_the_chosen_dialogue(tmp_path):
+    from tenpeft import TenpeftError
+    from tenpeft.lab.tasks.instruction import load_instruction
+
+    task = tmp_path / "hh_harmless"
+    task.mkdir()
+    for split in ("train", "test"):
+        dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather?\n\nAssistant: sunny today"
+        (task / f"{split}.jsonl").write_text(json.dumps({"chosen": dialogue, "rejected": "x"}) + "\n")
+    train, held = load_instruction("hh_chosen", tmp_path, tokenizer=None)
+    assert train[0] == {"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather?\n\nAssistant:",
+                        "completion": " sunny today"} and len(held) == 1
+    with pytest.raises(TenpeftError, match="pass --data-dir"):
+        load_instruction("hh_chosen", None, tokenizer=None)
+
+
+def test_a_lower_is_better_score_has_its_own_front_and_table():
+    import pandas as pd
+
+    from tenpeft.lab.plots import pareto_front
+
+    points = pd.DataFrame({"trainable": [10, 20, 30], "score": [2.0, 1.5, 1.8]})
+    assert list(pareto_front(points, higher_is_better=False)["trainable"]) == [10, 20]
+    assert list(pareto_front(points)["trainable"]) == [10]
+    records = [{"run_id": f"r{rank}", "study": "s", "params": {"trainable": 10 * rank}, "timings": {"total_s": 1.0},
+                "config": {"model": "m", "task": "t", "method": "lora", "seed": 0, "method_args": {"rank": rank}},
+                "score": {"metric": "completion_ce", "value": 1.23456, "higher_is_better": False}} for rank in (1, 2)]
+    table = load_study("summarize").score_table(records, ["task", "method"])
+    assert "score (lower is better)" in table and "completion_ce 1.235 ± 0.000" in table and "123.5" not in table
