@@ -22,15 +22,15 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 RESULT_PREFIX = "MEMORY_RESULT "
 
 
-def memory_child(args, regime: dict, build_runner: Callable) -> None:
+def memory_child(args, regime: dict, build_runner: Callable, compile_: str | bool = False) -> None:
     """Build one method (``args.memory_child``) in this fresh process with ``build_runner`` (that of
-    ``train_step.py``), then measure the peak memory increase of ``memory_steps`` train steps over
+    ``train_step.py``; ``compile_``: False or the dynamo backend), then measure the peak memory increase of ``memory_steps`` train steps over
     the memory right after the build; print one JSON line."""
     device = check_device(args.device, args.dtype, args.compile)
     dtype = DTYPES[args.dtype]
     result = {"method": args.memory_child}
     try:
-        runner = build_runner(args.memory_child, None, regime["family"], regime, device, dtype, args.compile,
+        runner = build_runner(args.memory_child, None, regime["family"], regime, device, dtype, compile_,
                               share=False)
         probe = PeakMemory(device)
         probe.start()
@@ -52,9 +52,11 @@ def child_command(script: str, name: str, args) -> list[str]:
     cmd = [sys.executable, script, "--regime", args.regime, "--device", args.device,
            "--dtype", args.dtype, "--memory-child", name]
     if args.compile:
-        cmd.append("--compile")
+        cmd += ["--compile", "--compile-backend", args.compile_backend]
     if args.memory_steps:
         cmd += ["--memory-steps", str(args.memory_steps)]
+    if args.tiny_model:
+        cmd.append("--tiny-model")
     return cmd
 
 

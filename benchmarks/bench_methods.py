@@ -25,7 +25,22 @@ SHARED_TENSOR = ["lorta", "lorta_tucker", "lorta_tt"]
 
 
 # ----- the base model ---------------------------------------------------------------------------
-def base_config(family: str):
+# --tiny-model (gpu.sh's CPU dry run): the same families at toy sizes, to check the plumbing in seconds
+TINY = {"bert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     vocab_size=1000),
+        "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      intermediate_size=172, vocab_size=1000)}
+
+
+def base_config(family: str, tiny: bool = False):
+    """The benchmark's config of ``family``; ``tiny``: the same with the toy sizes of ``TINY``."""
+    config = _full_size_config(family)
+    for key, value in (TINY[family] if tiny else {}).items():
+        setattr(config, key, value)
+    return config
+
+
+def _full_size_config(family: str):
     if family == "bert":
         from transformers import BertConfig
 
@@ -37,12 +52,12 @@ def base_config(family: str):
                        vocab_size=32000, num_hidden_layers=2, attention_dropout=0.0)
 
 
-def make_base(family: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> nn.Module:
-    """The seeded random-init base (fp32 init, then cast), in train mode."""
+def make_base(family: str, dtype: torch.dtype, device: torch.device, seed: int = 0, tiny: bool = False) -> nn.Module:
+    """The seeded random-init base (fp32 init, then cast), in train mode; ``tiny``: toy sizes."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    config = base_config(family)
+    config = base_config(family, tiny)
     auto = AutoModelForSequenceClassification if family == "bert" else AutoModelForCausalLM
     model = auto.from_config(config)
     model.to(device=device, dtype=dtype)

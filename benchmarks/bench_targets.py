@@ -97,7 +97,8 @@ def header(result) -> list[str]:
         "",
         f"* machine: {env['cpu']}, {env['cpu_count']} cores, torch threads {env['torch_threads']} (default); "
         f"device {env['device']}{' (' + env['gpu'] + ')' if env['gpu'] else ''}, dtype {result['dtype']}, "
-        f"compile {result['compile']}",
+        f"compile {result['compile']}"
+        + (f" (backend {result['compile_backend']})" if result.get("compile_backend") not in (None, "inductor") else ""),
         f"* versions: python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"peft {env['peft']}, loretta {env['loretta']}, tenpeft {env['tenpeft']}"
         + (f" (commit {env['git']['commit']}{', tenpeft/ modified' if env['git']['tenpeft_modified'] else ''})"

@@ -78,6 +78,8 @@ def environment(device: torch.device) -> dict:
         "git": _git_state(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cuda": torch.version.cuda,  # the CUDA version torch was built with (None: a CPU build)
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "loadavg_start": _loadavg(),
     }
     return env

@@ -4,9 +4,14 @@
 
     python benchmarks/report.py [benchmarks/measured]
     python benchmarks/report.py --doc
+    python benchmarks/report.py --gpu DIR    # only the GPU section, from the out dir of benchmarks/gpu.sh
+
+The GPU section (placeholder ``@@gpu@@``) comes from ``benchmarks/measured/gpu/`` (what
+``benchmarks/gpu.sh`` writes there); without its ``summary.json`` it says the GPU runs were not made.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -104,10 +109,89 @@ def strided_add_sentence(folder) -> str:
     return "(not measured)"
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    here = os.path.dirname(os.path.abspath(__file__))
-    folder = args[0] if args else os.path.join(here, "measured")
+# ----- the GPU section (benchmarks/gpu.sh) -----------------------------------------------------------
+# the train_step.py results gpu.sh writes, in the order they are shown
+GPU_RUNS = [("throughput_bf16.json", "throughput, bf16, eager"),
+            ("throughput_bf16_compile.json", "throughput, bf16, torch.compile"),
+            ("latency_bf16.json", "latency, bf16, eager"),
+            ("latency_bf16_compile.json", "latency, bf16, torch.compile"),
+            ("llama7b-slice_bf16.json", "LLaMA-7B slice, bf16, eager, peak memory by torch.cuda.max_memory_allocated")]
+NOT_MEASURED = ("**Not yet measured on a GPU**: `benchmarks/measured/gpu/` holds no results of `benchmarks/gpu.sh`. "
+                "On a CUDA machine: `bash benchmarks/gpu.sh` (its step limits add up to under 10 minutes), then `python benchmarks/report.py "
+                "--doc`; see [benchmarks/README.md](../benchmarks/README.md#on-a-gpu).")
+
+
+def _load(folder, name):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def gpu_environment(env, summary) -> list[str]:
+    """The machine and versions of a gpu.sh run (env.json), and whether it was a CPU dry run."""
+    smi = "; ".join(env.get("nvidia_smi") or []) or "nvidia-smi: none"
+    lines = [f"* GPU: {env.get('gpu') or 'none (torch sees no CUDA device)'} ({smi}); torch {env['torch']}, "
+             f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, transformers {env['transformers']}, "
+             f"peft {env['peft']}, python {env['python']}",
+             f"* date {env['date']}" + (f", tenpeft commit {env['git']['commit']}"
+                                         + (" (tenpeft/ modified)" if env['git']['tenpeft_modified'] else "")
+                                         if env.get("git") else "")]
+    if summary["dry_run"]:
+        lines.insert(0, "**Dry run on the CPU (`gpu.sh --dry-run`: toy model sizes, one step): its numbers "
+                        "mean nothing; it only checks that the scripts run and write their results.**")
+        lines.insert(1, "")
+    return lines
+
+
+def gpu_steps_table(summary) -> list[str]:
+    lines = ["| step | exit status | seconds | limit (s) |", "|---|---:|---:|---:|"]
+    for s in summary["steps"]:
+        rc = s.get("note") or (f"{s['rc']} (timed out)" if s.get("timed_out") else s["rc"])
+        seconds = "–" if s["seconds"] is None else f"{s['seconds']:.1f}"
+        lines.append(f"| {s['step']} | {rc} | {seconds} | {s['budget_s']} |")
+    return lines
+
+
+def packed_table(d) -> list[str]:
+    """packed_runs.py's result: a table of its rows' scalar fields, where it has rows."""
+    rows = next((d[k] for k in ("rows", "results", "runs") if isinstance(d.get(k), list)), None)
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        return ["`packed.json` is there, but report.py does not know its layout (no list of rows under "
+                "`rows`, `results` or `runs`)."]
+    keys = [k for k in rows[0] if all(not isinstance(r.get(k), (dict, list)) for r in rows)]
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return (["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            + ["| " + " | ".join(cell(r.get(k, "–")) for k in keys) + " |" for r in rows])
+
+
+def gpu_section(folder) -> str:
+    """The GPU section of docs/performance.md from a gpu.sh out dir; the not-measured note without one."""
+    summary, env = _load(folder, "summary.json"), _load(folder, "env.json")
+    if summary is None or env is None:
+        return NOT_MEASURED
+    lines = gpu_environment(env, summary) + ["", "Steps of `benchmarks/gpu.sh` (`summary.json`):", ""]
+    lines += gpu_steps_table(summary)
+    for name, title in GPU_RUNS:
+        d = _load(folder, name)
+        lines += ["", f"**{title}** (`{name}`):", ""]
+        lines += [markdown(d)] if d is not None else ["(no result: see the step's log in `logs/`)"]
+    packed = _load(folder, "packed.json")
+    lines += ["", "### packed runs (`packed.json`)", ""]
+    lines += packed_table(packed) if packed is not None else ["(no result: `benchmarks/packed_runs.py` absent or failed)"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", nargs="?", default=None, help="the results folder (default benchmarks/measured)")
+    p.add_argument("--doc", action="store_true", help="write docs/performance.md from performance_template.md")
+    p.add_argument("--gpu", default=None, metavar="DIR", help="print only the GPU section, from gpu.sh's out dir DIR")
+    return p.parse_args(argv)
+
+
+def read_tables(folder) -> dict[str, str]:
     tables = {}
     for sub in ("", "before_fixes", "repeat"):  # before_fixes/: the first runs, before the engine fixes
         path = os.path.join(folder, sub)
@@ -115,18 +199,35 @@ def main():
             if name.endswith(".json"):
                 with open(os.path.join(path, name)) as fh:
                     tables[os.path.join(sub, name) if sub else name] = render(json.load(fh))
-    if "--doc" in sys.argv:  # fill benchmarks/performance_template.md -> docs/performance.md
-        with open(os.path.join(here, "performance_template.md")) as fh:
-            text = fh.read()
-        for name, table in tables.items():
-            text = text.replace(f"@@{name}@@", table)
-        text = text.replace("@@compile_sentence@@", compile_sentence(folder))
-        text = text.replace("@@strided_add@@", strided_add_sentence(folder))
-        assert "@@" not in text, "a placeholder has no result file"
-        out = os.path.join(here, "..", "docs", "performance.md")
-        with open(out, "w") as fh:
-            fh.write(text)
-        print(f"wrote {os.path.normpath(out)}")
+    return tables
+
+
+def write_doc(here, folder, tables) -> None:
+    """Fill benchmarks/performance_template.md -> docs/performance.md."""
+    with open(os.path.join(here, "performance_template.md")) as fh:
+        text = fh.read()
+    for name, table in tables.items():
+        text = text.replace(f"@@{name}@@", table)
+    text = text.replace("@@compile_sentence@@", compile_sentence(folder))
+    text = text.replace("@@strided_add@@", strided_add_sentence(folder))
+    text = text.replace("@@gpu@@", gpu_section(os.path.join(folder, "gpu")))
+    assert "@@" not in text, "a placeholder has no result file"
+    out = os.path.join(here, "..", "docs", "performance.md")
+    with open(out, "w") as fh:
+        fh.write(text)
+    print(f"wrote {os.path.normpath(out)}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.gpu:
+        print(gpu_section(args.gpu))
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    folder = args.folder or os.path.join(here, "measured")
+    tables = read_tables(folder)
+    if args.doc:
+        write_doc(here, folder, tables)
         return
     for name, table in tables.items():
         print(f"<!-- {name} -->")

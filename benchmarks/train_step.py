@@ -39,8 +39,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_memory import measure_memory, memory_child  # noqa: E402
-from bench_methods import (BERT_METHODS, LLAMA_METHODS, METHOD_SPECS, SkipMethod, base_config,  # noqa: E402
-                           clone, make_base, shared_weights)
+from bench_methods import (BERT_METHODS, LLAMA_METHODS, METHOD_SPECS, SkipMethod, clone, make_base,  # noqa: E402
+                           shared_weights)
 from bench_targets import evaluate_targets, markdown  # noqa: E402
 from common import DTYPES, check_device, environment, loadavg, quantiles, time_call  # noqa: E402
 
@@ -91,15 +91,19 @@ def make_inputs(family: str, batch: int, seq: int, device: torch.device, vocab: 
 def build_runner(name: str, base: nn.Module | None, family: str, regime: dict, device, dtype, compile_: bool,
                  share: bool = True) -> Runner:
     spec = METHOD_SPECS[name]
-    model = clone(base, share=share and spec.shares_base) if base is not None else make_base(family, dtype, device)
+    if base is None:  # a memory subprocess: the method's own base, no copy
+        model = make_base(family, dtype, device, tiny=regime.get("tiny", False))
+    else:
+        model = clone(base, share=share and spec.shares_base)
+    vocab = model.config.vocab_size
     model = spec.build(model, family)
     model.train()
     params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
     if not params:
         raise SkipMethod("no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    call = torch.compile(model) if compile_ else model
-    inputs = make_inputs(family, regime["batch"], regime["seq"], device, base_config(family).vocab_size)
+    call = compiled(model, compile_) if compile_ else model
+    inputs = make_inputs(family, regime["batch"], regime["seq"], device, vocab)
     return Runner(name, model, call, optimizer, inputs, sum(p.numel() for p in params))
 
 
@@ -150,7 +154,7 @@ class InferenceRunner:
 def build_inference(base, family, regime, device, compile_: bool = False) -> list[InferenceRunner]:
     import tenpeft
 
-    inputs = make_inputs(family, regime["batch"], regime["seq"], device, base_config(family).vocab_size,
+    inputs = make_inputs(family, regime["batch"], regime["seq"], device, base.config.vocab_size,
                          labels=False)
 
     def lorta(share):
@@ -169,8 +173,18 @@ def build_inference(base, family, regime, device, compile_: bool = False) -> lis
     runners.append(InferenceRunner("lorta merge_and_unload", unloaded.eval(), inputs))
     if compile_:
         for r in runners:
-            r.call = torch.compile(r.model)
+            r.call = compiled(r.model, compile_)
     return runners
+
+
+def compiled(model: nn.Module, backend: str | bool) -> Callable:
+    """``torch.compile(model)`` with the dynamo backend ``backend`` (``True``: the default, inductor)."""
+    return torch.compile(model, backend="inductor" if backend is True else backend)
+
+
+def compile_choice(args) -> str | bool:
+    """False, or the dynamo backend of ``--compile`` (``--compile-backend``)."""
+    return args.compile_backend if args.compile else False
 
 
 def allow_recompiles(n: int) -> None:
@@ -194,6 +208,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="base model dtype (adapters stay fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (compiled in the warm-up)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="dynamo backend of --compile (default inductor; 'eager' only traces: gpu.sh's CPU dry run)")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all of the regime)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default per regime)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default per regime)")
@@ -201,14 +217,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
     p.add_argument("--memory-steps", type=int, default=None, help="train steps in each memory subprocess")
     p.add_argument("--no-inference", action="store_true", help="skip the base / merged / unmerged lorta timing")
+    p.add_argument("--tiny-model", action="store_true",
+                   help="toy model sizes (bench_methods.TINY): checks the plumbing in seconds (gpu.sh --dry-run)")
     p.add_argument("--json", default=None, help="write the full result (raw samples included) here")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
+def base_regime(args) -> dict:
+    """The regime of ``--regime``, marked ``tiny`` with ``--tiny-model``."""
+    return dict(REGIMES[args.regime], **({"tiny": True} if args.tiny_model else {}))
+
+
 def resolve(args) -> tuple[dict, list[str]]:
     """The regime with the command line's overrides, and the method names (checked)."""
-    regime = dict(REGIMES[args.regime])
+    regime = base_regime(args)
     for k in ("warmup", "rounds", "steps"):
         if getattr(args, k) is not None:
             regime[k] = getattr(args, k)
@@ -307,7 +330,7 @@ def write_json(path: str, result: dict) -> None:
 def main(argv=None):
     args = parse_args(argv)
     if args.memory_child:
-        return memory_child(args, REGIMES[args.regime], build_runner)
+        return memory_child(args, base_regime(args), build_runner, compile_choice(args))
 
     regime, names = resolve(args)
     family = regime["family"]
@@ -318,9 +341,9 @@ def main(argv=None):
     env = environment(device)
     print(f"regime {args.regime}: {regime}; methods {names}", flush=True)
 
-    base = make_base(family, dtype, device)
+    base = make_base(family, dtype, device, tiny=regime.get("tiny", False))
     model_desc = describe_model(base)
-    runners, skipped = build_runners(names, base, family, regime, device, dtype, args.compile)
+    runners, skipped = build_runners(names, base, family, regime, device, dtype, compile_choice(args))
     warm_up_and_time(runners, skipped, regime, device)
     methods = summarise(names, runners, skipped)
 
@@ -328,7 +351,7 @@ def main(argv=None):
     if not args.no_inference:
         del runners
         gc.collect()
-        inference = time_inference(base, family, regime, device, args.compile)
+        inference = time_inference(base, family, regime, device, compile_choice(args))
     del base
     gc.collect()
 
@@ -339,6 +362,7 @@ def main(argv=None):
         how = next((m["how"] for m in memory.values() if "how" in m), None)
 
     result = {"regime_name": args.regime, "regime": regime, "dtype": args.dtype, "compile": args.compile,
+              "compile_backend": args.compile_backend if args.compile else None,
               "environment": env, "loadavg_end": loadavg(), "model": model_desc, "methods": methods,
               "memory": memory, "memory_how": how,
               "memory_steps": args.memory_steps or regime["memory_steps"], "inference": inference}
