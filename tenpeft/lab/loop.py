@@ -175,60 +175,97 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
                                     optimizer, num_warmup_steps=warmup, num_training_steps=cfg.max_steps)
 
 
+class RunLoop:
+    """One run's training, a step at a time (``step()`` until ``done``, then ``finish()``): AdamW and
+    its schedule, the seeded train order, evaluation every ``cfg.eval_every`` steps and at the end,
+    the lowest-validation-loss parameters restored by ``finish``. ``train`` drives one loop; packed
+    runs (``tenpeft.lab.packed``) interleave several. Timings count only the time spent in this
+    loop's own calls, so a loop interleaved with others reports its own cost."""
+
+    def __init__(self, model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
+                 progress: bool = True):
+        t0 = time.perf_counter()
+        self.task, self.cfg, self.accelerator, self.progress = task, cfg, accelerator, progress
+        optimizer, self.scheduler = make_optimizer(model, cfg)
+        train_loader, eval_loader = make_loaders(train_set, eval_set, collate, cfg, seed)
+        # The schedule is not prepared: accelerate would step it once per process at every optimizer step
+        # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
+        self.model, self.optimizer, train_loader, self.eval_loader = accelerator.prepare(
+            model, optimizer, train_loader, eval_loader)
+        self.result, self.best_state, self.steps, self.losses = TrainResult(), None, 0, []
+        self.busy_s, self.eval_s = 0.0, 0.0
+        self.bar = tqdm(total=cfg.max_steps, desc="train", disable=not (progress and accelerator.is_main_process))
+        self.model.train()
+        if cfg.eval_at_start:
+            self._checkpoint(0)
+        self.batches = _batches(train_loader)
+        self.busy_s += time.perf_counter() - t0
+
+    @property
+    def done(self) -> bool:
+        return self.result.diverged is not None or self.steps >= self.cfg.max_steps
+
+    def _checkpoint(self, step: int) -> None:
+        t0 = time.perf_counter()
+        val_loss, metrics = evaluate(self.model, self.eval_loader, self.task, self.accelerator, self.progress)
+        self.eval_s += time.perf_counter() - t0
+        losses = self.losses
+        entry = {"step": step, "train_loss": sum(losses) / len(losses) if losses else None,
+                 "val_loss": val_loss if math.isfinite(val_loss) else None, "metrics": metrics}
+        losses.clear()
+        self.result.history.append(entry)
+        if entry["val_loss"] is None:
+            self.result.diverged = {"step": step, "loss": "validation", "value": str(val_loss)}
+        elif self.result.best is None or val_loss < self.result.best["val_loss"]:
+            self.result.best, self.best_state = entry, _snapshot(self.accelerator.unwrap_model(self.model))
+
+    def step(self) -> None:
+        """One optimizer step (and the evaluation due after it); a non-finite loss ends the run."""
+        t0 = time.perf_counter()
+        self.steps += 1
+        self._train_step(self.steps)
+        self.bar.update()
+        self.busy_s += time.perf_counter() - t0
+
+    def _train_step(self, step: int) -> None:
+        model, cfg, accelerator = self.model, self.cfg, self.accelerator
+        logits, labels = _forward(model, next(self.batches))
+        loss = task_loss(logits, labels, self.task.is_regression)
+        self.losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the mean over every process's batch
+        if not math.isfinite(self.losses[-1]):
+            self.result.diverged = {"step": step, "loss": "train", "value": str(self.losses[-1])}
+            return
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            self._checkpoint(step)
+
+    def finish(self) -> TrainResult:
+        """The result, with the best parameters restored (none if the run diverged)."""
+        t0 = time.perf_counter()
+        self.bar.close()
+        result = self.result
+        if result.diverged:
+            result.best = None
+        else:
+            _restore(self.accelerator.unwrap_model(self.model), self.best_state)
+        total = self.busy_s + time.perf_counter() - t0
+        result.timings = {"total_s": total, "eval_s": self.eval_s, "train_s": total - self.eval_s,
+                          "steps_per_s": self.cfg.max_steps / max(total - self.eval_s, 1e-9)}
+        return result
+
+
 def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
           progress: bool = True) -> TrainResult:
     """Train ``model`` for ``cfg.max_steps`` steps, evaluating every ``cfg.eval_every`` and at the
     end; the parameters of the lowest validation loss are restored before returning. A non-finite
     loss stops training: ``result.diverged`` says where, ``result.best`` is None."""
-    start = time.perf_counter()
-    optimizer, scheduler = make_optimizer(model, cfg)
-    train_loader, eval_loader = make_loaders(train_set, eval_set, collate, cfg, seed)
-    # The schedule is not prepared: accelerate would step it once per process at every optimizer step
-    # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    result, best_state, eval_time, losses = TrainResult(), None, 0.0, []
-    show = progress and accelerator.is_main_process
-
-    def checkpoint(step: int) -> None:
-        nonlocal best_state, eval_time
-        t0 = time.perf_counter()
-        val_loss, metrics = evaluate(model, eval_loader, task, accelerator, progress)
-        eval_time += time.perf_counter() - t0
-        entry = {"step": step, "train_loss": sum(losses) / len(losses) if losses else None,
-                 "val_loss": val_loss if math.isfinite(val_loss) else None, "metrics": metrics}
-        losses.clear()
-        result.history.append(entry)
-        if entry["val_loss"] is None:
-            result.diverged = {"step": step, "loss": "validation", "value": str(val_loss)}
-        elif result.best is None or val_loss < result.best["val_loss"]:
-            result.best, best_state = entry, _snapshot(accelerator.unwrap_model(model))
-
-    model.train()
-    if cfg.eval_at_start:
-        checkpoint(0)
-    batches = _batches(train_loader)
-    for step in tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not show):
-        if result.diverged:
-            break
-        logits, labels = _forward(model, next(batches))
-        loss = task_loss(logits, labels, task.is_regression)
-        losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the mean over every process's batch
-        if not math.isfinite(losses[-1]):
-            result.diverged = {"step": step, "loss": "train", "value": str(losses[-1])}
-            break
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            checkpoint(step)
-    if result.diverged:
-        result.best = None
-    else:
-        _restore(accelerator.unwrap_model(model), best_state)
-    total = time.perf_counter() - start
-    result.timings = {"total_s": total, "eval_s": eval_time, "train_s": total - eval_time,
-                      "steps_per_s": cfg.max_steps / max(total - eval_time, 1e-9)}
-    return result
+    loop = RunLoop(model, task, train_set, eval_set, collate, cfg, seed=seed, accelerator=accelerator,
+                   progress=progress)
+    while not loop.done:
+        loop.step()
+    return loop.finish()

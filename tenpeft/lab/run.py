@@ -255,6 +255,13 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
         if len(prepared) > 1:
             stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress, heads)
     accelerator.free_memory()
+    return make_record(spec, params, stages, prepared, timings, diverged, accelerator)
+
+
+def make_record(spec: RunSpec, params: dict, stages: list[dict], prepared: list[PreparedTask], timings: dict,
+                diverged: dict | None, accelerator) -> dict:
+    """The record of a finished run: its config, parameter counts, the last stage's history, best
+    entry and headline score, every stage of a chain, timings and provenance."""
     last, metric = stages[-1], prepared[-1].task.headline_metric
     record = {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if diverged else "ok",
               "diverged": diverged, "config": spec.config(), "params": params, "history": last["history"],
