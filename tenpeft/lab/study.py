@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from tenpeft.errors import TenpeftError
 from tenpeft.plugins import import_plugins
 from tenpeft.lab.loop import TrainConfig
+from tenpeft.lab.packed import pack_groups, run_pack
 from tenpeft.lab.protocols import PROTOCOLS, get_protocol
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
@@ -277,7 +278,8 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     try:
         pending = list(specs)
         while pending:
-            busy = [spec for spec in pending if not _run_one(spec, args, accelerator, done, bar, announced)]
+            busy = [spec for group in pack_groups(pending, getattr(args, "pack", 1))
+                    for spec, ok in zip(group, _run_group(group, args, accelerator, done, bar, announced)) if not ok]
             if busy and len(busy) == len(pending):
                 time.sleep(POLL_S)
             pending = busy
@@ -289,9 +291,17 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     return [done[spec.run_id] for spec in specs]
 
 
-def _run_one(spec: RunSpec, args, accelerator, done: dict, bar, announced: set) -> bool:
-    """Run (or read back) one spec into ``done``; False if another process is training it."""
-    record, how = run(spec, args.results_dir, accelerator, not args.no_progress)
+def _run_group(group: list[RunSpec], args, accelerator, done: dict, bar, announced: set) -> list[bool]:
+    """Run (or read back) a group of specs into ``done``, as one pack if more than one (``--pack``);
+    for each spec, False if another process is training it."""
+    if len(group) == 1:
+        outcomes = [run(group[0], args.results_dir, accelerator, not args.no_progress)]
+    else:
+        outcomes = run_pack(group, args.results_dir, accelerator, not args.no_progress)
+    return [_report(spec, record, how, args, accelerator, done, bar, announced) for spec, (record, how) in zip(group, outcomes)]
+
+
+def _report(spec: RunSpec, record, how: str, args, accelerator, done: dict, bar, announced: set) -> bool:
     if how == "busy":
         if spec.run_id not in announced:
             announced.add(spec.run_id)

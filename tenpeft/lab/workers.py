@@ -47,6 +47,10 @@ def add_launch_flags(parser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="runs at once, each in its own process: its own GPU when CUDA has that many "
                              "(else shared in turn), else its own cores // N CPU threads")
+    parser.add_argument("--pack", type=int, default=1, metavar="K",
+                        help="train up to K runs of the same model at once in this process, the frozen base held "
+                             "once (tenpeft.lab.packed): less memory and set-up than K processes, no less compute; "
+                             "chains and DPO/SFT runs still train alone")
     parser.add_argument("--launcher", default="local",
                         help=f"where runs go: {', '.join(LAUNCHERS)} (slurm and debug: pip install 'tenpeft[slurm]')")
     parser.add_argument("--no-wait", action="store_true",
@@ -74,6 +78,14 @@ def uses_launcher(args) -> bool:
 def check_launch(args) -> None:
     """The launch flags make sense together and their engine is installed; else one TenpeftError."""
     launcher, workers = getattr(args, "launcher", "local"), getattr(args, "workers", 1)
+    pack = getattr(args, "pack", 1)
+    if pack < 1:
+        raise TenpeftError(f"--pack {pack}: give 1 (each run alone) or the number of runs to train together")
+    if pack > 1 and uses_launcher(args):
+        raise TenpeftError(f"--pack {pack} trains its runs in this process; drop --workers/--launcher (or --pack)")
+    if pack > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TenpeftError(f"--pack {pack} trains its runs in one process: run the study without torchrun or "
+                           f"accelerate launch (WORLD_SIZE={os.environ['WORLD_SIZE']}), or drop --pack")
     if launcher not in LAUNCHERS:
         raise TenpeftError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     if workers < 1:
