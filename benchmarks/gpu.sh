@@ -8,7 +8,7 @@
 #
 # Steps and their time limits (seconds, each under `timeout`; a step that fails or runs out of time
 # is recorded with its exit status, 124 for a timeout, and the later steps still run). The limits
-# are what the whole may take on one H200 (9.7 minutes with the kill grace of each step);
+# are what the whole may take on one H200 (9.8 minutes with the kill grace of each step);
 # they were set before any GPU run, so the first run's summary.json says which step needs more:
 #
 #   step                budget  what
@@ -18,9 +18,10 @@
 #   throughput_compile     130  the same with --compile, COMPILE_METHODS only, no inference timing
 #   latency_eager           55  train_step.py --regime latency, bf16, every method, no memory probe
 #   latency_compile        110  the same with --compile, COMPILE_METHODS only, no inference timing
-#   llama7b_slice          110  train_step.py --regime llama7b-slice, bf16, with the memory probe
+#   llama7b_slice           95  train_step.py --regime llama7b-slice, bf16, with the memory probe
 #                               (torch.cuda.max_memory_allocated, one process per method)
-#   packed_runs             35  benchmarks/packed_runs.py --k 2,4,8 (recorded as absent if the file is)
+#   packed_runs             55  benchmarks/packed_runs.py --k 4 --steps 20 (one pack size: sequential, 4 processes
+#                               and the pack are three waves of process launches; recorded as absent if the file is)
 #
 # Every step writes its output (log) to DIR/logs/STEP.log; DIR/summary.json lists every step
 # (step, command, rc, seconds, budget_s) and the script exits non-zero if any step failed.
@@ -39,7 +40,7 @@ KILL_AFTER=3  # seconds between timeout's TERM and KILL
 
 # step -> time limit (seconds); the header above lists the same
 declare -A BUDGET=([env]=15 [cuda_tests]=50 [throughput_eager]=55 [throughput_compile]=130 [latency_eager]=55
-                   [latency_compile]=110 [llama7b_slice]=110 [packed_runs]=35)
+                   [latency_compile]=110 [llama7b_slice]=95 [packed_runs]=55)
 STEPS=(env cuda_tests throughput_eager throughput_compile latency_eager latency_compile llama7b_slice packed_runs)
 # each compiled model costs its inductor compile (forward + backward, likely tens of seconds for BERT-base;
 # not measured): the pair the targets compare
@@ -131,7 +132,7 @@ main() {
         $(if [[ $DRY_RUN == 1 ]]; then echo --memory-steps 1; fi) --json "$OUT/llama7b-slice_bf16.json"
     if [[ -f "$ROOT/benchmarks/packed_runs.py" ]]; then
         # shellcheck disable=SC2046
-        run_step packed_runs "$PYTHON" "$ROOT/benchmarks/packed_runs.py" --k 2,4,8 \
+        run_step packed_runs "$PYTHON" "$ROOT/benchmarks/packed_runs.py" --k 4 --steps 20 \
             $(if [[ $DRY_RUN == 1 ]]; then echo --device cpu --dry-run; else echo --device cuda; fi) --json "$OUT/packed.json"
     else
         skip_step packed_runs "packed_runs.py absent"

@@ -68,7 +68,19 @@ def merged_table(d):
     return "\n".join(out)
 
 
+def packed_doc(d) -> str:
+    """packed_runs.py's result: its settings line and one row per pack size."""
+    env, st = d["environment"], d["settings"]
+    head = (f"{env['cpu']}, {env['cpu_count']} cores, torch {env['torch']}, {env['date']}, git "
+            f"{(env.get('git') or {}).get('commit', '?')}; model `{st['model']}` on {st['device']}, {st['steps']} steps "
+            f"of batch {st['batch']} x {st['seq']} tokens per run, methods cycling {', '.join(d['methods'])}; "
+            f"peak memory: {d['peak_memory']}; wall from launch to exit of the processes.")
+    return "\n".join([head, ""] + packed_table(d))
+
+
 def render(d) -> str:
+    if "settings" in d and "rows" in d:
+        return packed_doc(d)
     if "methods" in d:
         return markdown(d)
     if "rows" in d:
