@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 BERT_METHODS = ["floor", "full", "peft_lora", "peft_lora_qkvo", "peft_vera", "lora", "vera", "nola", "loretta_rep",
-                "loretta_rep+norms", "lorta", "lorta_qv", "lorta_tucker", "lorta_tt", "adapter", "loretta_adp",
+                "loretta_rep_lora_set", "lorta", "lorta_qv", "lorta_tucker", "lorta_tt", "adapter", "loretta_adp",
                 "official_loretta_rep", "official_loretta_adp"]
 LLAMA_METHODS = ["floor", "peft_lora_qkvo", "lora_qkvo", "lorta", "lorta_tucker", "lorta_tt"]
 
 # tenpeft methods that put a parallel update on a weight (targets: <= 1.02x / 1.05x PEFT LoRA)
-PARALLEL = ["lora", "vera", "nola", "loretta_rep", "loretta_rep+norms", "lorta", "lorta_qv", "lorta_tucker",
+PARALLEL = ["lora", "vera", "nola", "loretta_rep", "loretta_rep+norms", "loretta_rep_lora_set", "lorta", "lorta_qv", "lorta_tucker",
             "lorta_tt"]
 SHARED_TENSOR = ["lorta", "lorta_tucker", "lorta_tt"]
 
@@ -170,7 +170,9 @@ METHOD_SPECS = {s.name: s for s in [
     MethodSpec("nola", "tenpeft", _tenpeft("nola")),
     MethodSpec("loretta_rep", "tenpeft", _tenpeft("loretta_rep")),
     MethodSpec("loretta_rep+norms", "tenpeft", _tenpeft("loretta_rep", train_norms=True),
-               note="train_norms=True: the official LoRETTA_rep's trainable set"),
+               note="train_norms=True: since the defaults follow the official code, the same as loretta_rep"),
+    MethodSpec("loretta_rep_lora_set", "tenpeft", _tenpeft("loretta_rep", train_norms=False, head="dense"),
+               note="norms frozen, dense head: PEFT LoRA's trainable set around the TT updates"),
     MethodSpec("lorta", "tenpeft", _tenpeft("lorta"), note="defaults: q,k,v,o"),
     MethodSpec("lorta_qv", "tenpeft", _tenpeft("lorta", roles=("q", "v")), note='roles=("q", "v")'),
     MethodSpec("lorta_tucker", "tenpeft", _tenpeft("lorta_tucker"), note="q,k,v,o"),

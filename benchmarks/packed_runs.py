@@ -50,8 +50,9 @@ def specs(k: int, settings: dict) -> list:
     train = TrainConfig(max_steps=settings["steps"], batch_size=settings["batch"], eval_every=settings["steps"],
                         eval_batch_size=64, max_length=settings["seq"])
     data = DataConfig(train_size=settings["rows"], eval_size=settings["rows"], data_dir=settings["data_dir"])
-    return [RunSpec("packed-bench", settings["model"], "sst2", METHODS[i % len(METHODS)][0], METHODS[i % len(METHODS)][1],
-                    seed=i, train=train, data=data) for i in range(k)]
+    picks = [METHODS[i % len(METHODS)] for i in range(k)]
+    return [RunSpec("packed-bench", settings["model"], "sst2", method, args, seed=i, train=train, data=data)
+            for i, (method, args) in enumerate(picks)]
 
 
 def child(mode: str, k: int, index: int, settings: dict, out: str) -> None:
@@ -67,7 +68,8 @@ def child(mode: str, k: int, index: int, settings: dict, out: str) -> None:
     if mode == "packed":
         records = execute_packed(runs, accelerator, progress=False)
     else:
-        records = [execute(spec, accelerator, progress=False) for spec in (runs if mode == "sequential" else [runs[index]])]
+        mine = runs if mode == "sequential" else [runs[index]]
+        records = [execute(spec, accelerator, progress=False) for spec in mine]
     cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     result = {"records": [{key: r[key] for key in COMPARED} for r in records],
               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cuda_peak_bytes": cuda}
@@ -121,7 +123,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64, help="max length (tokens)")
     p.add_argument("--rows", type=int, default=256, help="train and validation rows")
-    p.add_argument("--dry-run", action="store_true", help="tiny-bert, 2 steps, one K (the first, at most 2): checks the code path")
+    p.add_argument("--dry-run", action="store_true",
+                   help="tiny-bert, 2 steps, one K (the first, at most 2): checks the code path")
     p.add_argument("--json", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
@@ -149,7 +152,8 @@ def main(argv=None) -> None:
                     "seq": 16 if args.dry_run else args.seq, "rows": 16 if args.dry_run else args.rows,
                     "data_dir": str(write_data(Path(tmp), 16 if args.dry_run else args.rows))}
         rows = measure(ks, settings)
-    result = {"environment": environment(device), "dry_run": args.dry_run, "torch_threads_main": torch.get_num_threads(),
+    result = {"environment": environment(device), "dry_run": args.dry_run,
+              "torch_threads_main": torch.get_num_threads(),
               "settings": {k: v for k, v in settings.items() if k != "data_dir"}, "methods": [m for m, _ in METHODS],
               "peak_memory": "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS (ru_maxrss)",
               "rows": rows}

@@ -298,7 +298,8 @@ def _run_group(group: list[RunSpec], args, accelerator, done: dict, bar, announc
         outcomes = [run(group[0], args.results_dir, accelerator, not args.no_progress)]
     else:
         outcomes = run_pack(group, args.results_dir, accelerator, not args.no_progress)
-    return [_report(spec, record, how, args, accelerator, done, bar, announced) for spec, (record, how) in zip(group, outcomes)]
+    return [_report(spec, record, how, args, accelerator, done, bar, announced)
+            for spec, (record, how) in zip(group, outcomes)]
 
 
 def _report(spec: RunSpec, record, how: str, args, accelerator, done: dict, bar, announced: set) -> bool:

@@ -88,7 +88,8 @@ def test_a_pack_refuses_mixed_models_and_chains_before_training(glue, accelerato
         execute_packed([spec(glue, "lora", task="sst2>mrpc")], accelerator)
     chain, runs = spec(glue, "lora", task="sst2>mrpc"), [spec(glue, "lora", seed=s) for s in range(3)]
     other = spec(glue, "lora", model="tiny-bert")
-    assert pack_groups([runs[0], chain, other, runs[1], runs[2]], 2) == [[runs[0], runs[1]], [chain], [other], [runs[2]]]
+    groups = pack_groups([runs[0], chain, other, runs[1], runs[2]], 2)
+    assert groups == [[runs[0], runs[1]], [chain], [other], [runs[2]]]
 
 
 def test_run_pack_writes_each_record_and_reads_finished_ones_back(glue, accelerator, tmp_path):
