@@ -15,7 +15,7 @@ its score right after its own stage minus its score at the end.
 from __future__ import annotations
 
 from tenpeft.lab.plots import figure_name, forgetting_figure, save_figure
-from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, main_process, run_all, script
+from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, main_process, run_all, script, task_list
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
 
@@ -43,7 +43,7 @@ def print_forgetting(rows: list[dict]) -> None:
 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, train_size=500, eval_size=200, max_steps=100, eval_every=50)
-    parser.add_argument("--chain", type=csv_list(str, "task name"), default=["sst2", "mrpc", "rte"], help="tasks in training order")
+    parser.add_argument("--chain", type=task_list, default=["sst2", "mrpc", "rte"], help="tasks in training order")
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta", "full"])
     args = parser.parse_args(argv)
     if len(args.chain) < 2:

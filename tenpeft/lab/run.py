@@ -27,6 +27,7 @@ from tenpeft.lab.models import PromptClassifier, is_decoder, load_config, load_m
 from tenpeft.lab.provenance import provenance
 from tenpeft.lab.claims import Claim, try_claim
 from tenpeft.lab.records import SCHEMA, read_record, write_record
+from tenpeft.lab.tasks.custom import definition, is_task_file, task_label
 
 
 @dataclass
@@ -71,6 +72,9 @@ class RunSpec:
                   "data": dataclasses.asdict(self.data)}
         if len(self.tasks) > 1:
             config["chain_heads"] = "per_task"  # see TaskHeads
+        files = {t: definition(t) for t in self.tasks if is_task_file(t)}
+        if files:  # an edited task file is a new run, never the old record
+            config["task_files"] = files
         return config
 
     @property
@@ -78,7 +82,7 @@ class RunSpec:
         text = json.dumps(self.config(), sort_keys=True, default=str)
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
         args = "-".join(f"{k}{v}" for k, v in sorted(self.axes.items()) if k != "lr")
-        name = "-".join(x for x in (self.task.replace(">", "+"), Path(self.model).name, self.method, args,
+        name = "-".join(x for x in ("+".join(map(task_label, self.tasks)), Path(self.model).name, self.method, args,
                                     f"lr{self.train.lr:g}", f"s{self.seed}") if x)
         return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', name)[:100]}-{digest}"
 
@@ -105,8 +109,11 @@ def check_spec(spec: RunSpec) -> None:
         return check_instruction(spec)
     tasks = [get_task(t) for t in spec.tasks]
     for name, task in zip(spec.tasks, tasks):
-        if name != task.name:  # one spelling per task, or the same run gets two ids
-            raise TenpeftError(f"task {name!r} is written {task.name!r}: pass --tasks {task.name} (or --chain)")
+        if name != task.ref:  # one spelling per task, or the same run gets two ids
+            raise TenpeftError(f"task {name!r} is written {task.ref!r}: pass --tasks {task.ref} (or --chain)")
+    if len({t.name for t in tasks}) < len(tasks):
+        raise TenpeftError(f"the chain {' > '.join(t.name for t in tasks)} names a task twice; a chain's stages and "
+                           f"scores are keyed by task name")
     config = load_config(resolve_model(spec.model))
     limit = max_positions(config)
     if limit and spec.train.max_length > limit:

@@ -22,6 +22,7 @@ import torch
 from tenpeft.lab.models import resolve_model
 from tenpeft.lab.provenance import provenance
 from tenpeft.lab.records import SCHEMA
+from tenpeft.lab.tasks.custom import task_label
 from tenpeft.lab.tasks.instruction import METRICS, eval_split_name, load_instruction, screen
 from tenpeft.lab.trl_runs import adapted_policy, check_trl_run, diverged, gradient_checkpointing, tokenizer_for, trl_arguments
 
@@ -139,7 +140,7 @@ def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
             "diverged": stopped, "config": spec.config(), "params": params, "history": history, "best": best,
             "score": {"metric": METRICS[0], "value": None if best is None else best["metrics"][METRICS[0]],
                       "higher_is_better": False},
-            "eval_split": {spec.task: eval_split_name(spec.task)}, "stages": None,
+            "eval_split": {task_label(spec.task): eval_split_name(spec.task)}, "stages": None,
             "sft": {"loss": "completion tokens only (completion_only_loss)", "metrics": list(METRICS),
                     "ce": "token-weighted mean over held-out completion tokens", "packing": False,
                     "padding_free": False, "gradient_checkpointing": gradient_checkpointing(),

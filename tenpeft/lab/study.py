@@ -70,6 +70,19 @@ def csv_list(kind, what: str = "value"):
     return parse
 
 
+def task_list(text: str) -> list[str]:
+    """An argparse type for comma-separated tasks: names, or task files (checked, stored as their real path)."""
+    from tenpeft.lab.tasks.custom import is_task_file, load_task_file, task_ref
+
+    try:
+        tasks = [task_ref(t) for t in csv_list(str, "task name")(text)]
+        for task in filter(is_task_file, tasks):
+            load_task_file(task)
+        return tasks
+    except TenpeftError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0 < value < math.inf:
@@ -82,7 +95,8 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
     """The flags every study takes; each study adds its own and sets its defaults."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="minilm", help="alias (minilm, smollm2, tiny-bert, tiny-llama), hub id or path")
-    p.add_argument("--tasks", type=csv_list(str, "task name"), default=csv_list(str)(tasks), help="comma-separated GLUE tasks")
+    p.add_argument("--tasks", type=task_list, default=csv_list(str)(tasks),
+                   help="comma-separated tasks: GLUE names, or task files (.json/.toml; tenpeft.lab.tasks.custom)")
     p.add_argument("--seeds", type=csv_list(int, "integer seed"), default=csv_list(int)(seeds))
     p.add_argument("--lrs", type=csv_list(_rate, "finite positive learning rate"), default=None,
                    help="learning-rate sweep (every method); the best by validation loss is plotted")

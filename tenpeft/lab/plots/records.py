@@ -12,6 +12,7 @@ from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots.labels import labels_for
 
 from tenpeft.lab.records import READABLE, REQUIRED_CONFIG
+from tenpeft.lab.tasks.custom import record_task_label
 
 REQUIRED_KEYS = ("run_id", "config", "params", "score")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",
@@ -91,7 +92,7 @@ def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
         cfg, score = rec["config"], rec["score"]
         args = dict(cfg.get("method_args") or {})
         row = {"study": rec.get("study") or "", "run_id": rec["run_id"], "model": cfg["model"],
-               "task": cfg["task"], "method": cfg["method"],
+               "task": record_task_label(cfg), "method": cfg["method"],
                "label": label,
                "seed": cfg["seed"], "lr": _float(cfg.get("lr")), "trainable": rec["params"]["trainable"],
                "score": _float(score["value"]), "metric": score["metric"],
@@ -134,7 +135,7 @@ def history_frame(records: Sequence[dict]) -> pd.DataFrame:
             if not isinstance(point, dict) or not _is_number(point.get("step")):
                 raise TenpeftError(f"{record_name(rec, i)}: history point {point!r} lacks a numeric 'step'")
             rows.append({"study": rec.get("study") or "", "run_id": rec["run_id"], "method": cfg["method"],
-                         "label": labels[(rec.get("study") or "", rec["run_id"])], "task": cfg["task"],
+                         "label": labels[(rec.get("study") or "", rec["run_id"])], "task": record_task_label(cfg),
                          "seed": cfg["seed"], "step": point["step"], "val_loss": _float(point.get("val_loss")),
                          "train_loss": _float(point.get("train_loss"))})
     if not rows:

@@ -1,4 +1,4 @@
-"""Load a GLUE task's train and evaluation splits from the Hub or a local folder, validated."""
+"""Load a task's train and evaluation splits (GLUE: the Hub or a local folder; a task file: its files), validated."""
 from __future__ import annotations
 
 import os
@@ -15,6 +15,8 @@ from tenpeft.lab.tasks.specs import TaskSpec, get_task
 ENV_VAR = "TENPEFT_DATA_DIR"
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 LAYOUT = "DIR/<task>/<split>.jsonl (or .json, .csv, .parquet), like ../shared/data/glue"
+HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --eval-size is given
+HELD_OUT = "held out from train by data_seed"  # what a record names such an evaluation split
 
 
 @dataclass
@@ -34,13 +36,16 @@ def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_siz
 
     Train is the ``train`` split; eval is the first of ``task.eval_splits`` present. Labels and text
     columns are validated; ``train_size``/``eval_size`` keep that many rows of a shuffle by ``data_seed``.
-    Only the text columns, ``label`` and ``idx`` (if present) are kept.
+    Only the text columns, ``label`` and ``idx`` (if present) are kept. A task-file task reads its own
+    files (``data_dir`` unused); without an eval file its held-out rows are carved from train.
     """
     spec = get_task(task)
     for name, size in (("train_size", train_size), ("eval_size", eval_size)):
         _check_size(name, size)
     if isinstance(data_seed, bool) or not isinstance(data_seed, (int, np.integer)):
         raise TenpeftError(f"data_seed must be an integer, not {data_seed!r}")
+    if spec.file is not None:
+        return _load_file_task(spec, train_size, eval_size, data_seed)
     from_env = data_dir is None and bool(os.environ.get(ENV_VAR))
     if from_env:
         data_dir = os.environ[ENV_VAR]
@@ -55,10 +60,62 @@ def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_siz
     parts = []
     for split, size in (("train", train_size), (eval_split, eval_size)):
         ds = splits[split]
-        ds = _read_file(ds) if isinstance(ds, Path) else ds
+        ds = read_data_file(ds) if isinstance(ds, Path) else ds
         ds = _validate(spec, ds, wheres[split])
         parts.append(_subsample(ds, size, data_seed))
     return TaskData(spec, parts[0], parts[1], eval_split, source)
+
+
+def _load_file_task(spec: TaskSpec, train_size, eval_size, data_seed: int) -> TaskData:
+    train = _file_split(spec, spec.file.train)
+    if spec.file.eval is None:
+        train, evaluation = carve_held_out(train, train_size, eval_size, data_seed)
+        return TaskData(spec, train, evaluation, HELD_OUT, spec.file.source)
+    evaluation = _file_split(spec, spec.file.eval)
+    return TaskData(spec, _subsample(train, train_size, data_seed), _subsample(evaluation, eval_size, data_seed),
+                    Path(spec.file.eval).name, spec.file.source)
+
+
+def _file_split(spec: TaskSpec, path: str) -> datasets.Dataset:
+    """One data file of a task-file task with its label column as ``label`` (class names as indices)."""
+    ds, column = read_data_file(Path(path)), spec.file.label_column
+    missing = [c for c in (*spec.text_columns, column) if c not in ds.column_names]
+    if missing:
+        raise TenpeftError(f"{path} lacks column(s) {missing} that task file {spec.file.source!r} names; "
+                           f"columns found: {ds.column_names}; fix the file or the task file's column names")
+    ds = ds.select_columns([*spec.text_columns, column])
+    names = spec.file.label_names
+    values = ds.with_format("arrow")[column]
+    if names and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        _check_no_nulls(values, column, path)
+        index = {name: i for i, name in enumerate(names)}
+        unknown = [(row, v) for row, v in enumerate(values.to_pylist()) if v not in index]
+        if unknown:
+            row, value = unknown[0]
+            raise TenpeftError(f"label {value!r} in row {row} (0-based) of {path} is not one of the task file's "
+                               f"labels {list(names)}; fix the label or add the class")
+        ds = ds.map(lambda batch: {"label": [index[v] for v in batch[column]]}, batched=True,
+                    remove_columns=[column], features=_with_int_label(ds.features, column))
+    elif column != "label":
+        ds = ds.rename_column(column, "label")
+    return _validate(spec, ds, path)
+
+
+def _with_int_label(features: datasets.Features, column: str) -> datasets.Features:
+    out = datasets.Features({k: v for k, v in features.items() if k != column})
+    out["label"] = datasets.Value("int64")
+    return out
+
+
+def carve_held_out(rows: datasets.Dataset, train_size, eval_size, data_seed: int):
+    """Disjoint ``(train, held_out)`` rows of one split, shuffled by ``data_seed``: ``eval_size`` held-out
+    rows (None: a tenth), then ``train_size`` training rows (None: the rest)."""
+    held = eval_size or max(1, round(HELD_OUT_SHARE * len(rows)))
+    if held >= len(rows):
+        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --eval-size")
+    order = np.random.default_rng(data_seed).permutation(len(rows))
+    rest = order[held:] if train_size is None else order[held:held + train_size]
+    return rows.select(rest), rows.select(order[:held])
 
 
 def _check_size(name: str, size) -> None:
@@ -125,7 +182,7 @@ def _check_text_file(path: Path) -> None:
                            f"(e.g. iconv -f latin1 -t utf-8)") from None
 
 
-def _read_file(path: Path) -> datasets.Dataset:
+def read_data_file(path: Path) -> datasets.Dataset:
     if path.suffix.lower() != ".parquet":
         _check_text_file(path)
     try:

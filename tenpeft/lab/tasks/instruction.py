@@ -24,7 +24,6 @@ from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.preference import split_dialogue
 
 LOCAL = "local:"
-HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --eval-size is given
 ALPACA = ("Below is an instruction that describes a task{context}. Write a response that appropriately completes "
           "the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n")
 METRICS = ("completion_ce", "perplexity")  # the headline first; lower is better for both
@@ -47,14 +46,27 @@ INSTRUCTION_TASKS = {t.name: t for t in (InstructionTask("alpaca_cleaned", hub="
 
 
 def is_instruction(name: str) -> bool:
-    """Whether ``name`` is an instruction task (these never chain with others)."""
-    return name in INSTRUCTION_TASKS or name.startswith(LOCAL)
+    """Whether ``name`` is an instruction task (these never chain with others): a named one, ``local:PATH``
+    or a task file of kind ``lm``."""
+    return name in INSTRUCTION_TASKS or name.startswith(LOCAL) or _lm_file(name) is not None
+
+
+def _lm_file(name: str):
+    """The TaskFile of an ``lm`` task file, else None."""
+    from tenpeft.lab.tasks.custom import is_task_file, load_task_file
+
+    if not is_task_file(name):
+        return None
+    file = load_task_file(name).file
+    return file if file.kind == "lm" else None
 
 
 def eval_split_name(name: str) -> str:
     """What a record names as the held-out split of task ``name``."""
     task = INSTRUCTION_TASKS.get(name)
-    return task.eval_split if task and task.eval_split else "held out from train by data_seed"
+    from tenpeft.lab.tasks.data import HELD_OUT
+
+    return task.eval_split if task and task.eval_split else HELD_OUT
 
 
 def _instruction_prompt(row: dict, tokenizer) -> str:
@@ -104,6 +116,8 @@ def _read(name: str, data_dir: str | None):
     """``{split: (rows, where)}``: ``train`` and, where the source has one, ``eval``."""
     import datasets
 
+    if (file := _lm_file(name)) is not None:
+        return _read_task_file(file)
     if name.startswith(LOCAL):
         path = Path(name[len(LOCAL):]).expanduser()
         if not path.is_file():
@@ -124,6 +138,25 @@ def _read(name: str, data_dir: str | None):
     return out
 
 
+def _read_task_file(file):
+    """An ``lm`` task file's splits with its columns renamed to the standard roles."""
+    from tenpeft.lab.tasks.data import read_data_file
+
+    out = {}
+    for key, path in (("train", file.train), ("eval", file.eval)):
+        if path is None:
+            continue
+        rows, renames = read_data_file(Path(path)), {column: role for role, column in file.columns if column != role}
+        missing = sorted(set(renames) - set(rows.column_names))
+        if missing:
+            raise TenpeftError(f"{path} lacks column(s) {missing} that task file {file.source!r} maps; columns found: "
+                               f"{rows.column_names}")
+        clashes = sorted(set(renames.values()) & (set(rows.column_names) - set(renames)))
+        rows = rows.remove_columns(clashes).rename_columns(renames)
+        out[key] = (rows, path)
+    return out
+
+
 def _subsample(rows, size, rng_seed):
     import numpy as np
 
@@ -132,29 +165,19 @@ def _subsample(rows, size, rng_seed):
     return rows.select(np.random.default_rng(rng_seed).permutation(len(rows))[:size])
 
 
-def _carve(rows, train_size, eval_size, data_seed):
-    """Disjoint (train, held-out) rows of one split, shuffled by ``data_seed``."""
-    import numpy as np
-
-    held = eval_size or max(1, round(HELD_OUT_SHARE * len(rows)))
-    if held >= len(rows):
-        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --eval-size")
-    order = np.random.default_rng(data_seed).permutation(len(rows))
-    rest = order[held:] if train_size is None else order[held:held + train_size]
-    return rows.select(rest), rows.select(order[:held])
-
-
 def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
                      data_seed: int = 0):
     """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name``, subsampled to their sizes
     (None: every row; a train-only source: the held-out rows carved from it) by ``data_seed``."""
     if not is_instruction(name):
         raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
+    from tenpeft.lab.tasks.data import carve_held_out
+
     read = _read(name, None if data_dir is None else os.fspath(data_dir))
     dialogue = name == "hh_chosen"
     (train, where), held = read["train"], read.get("eval")
     if held is None:
-        train, evaluation, eval_where = *_carve(train, train_size, eval_size, data_seed), where
+        train, evaluation, eval_where = *carve_held_out(train, train_size, eval_size, data_seed), where
     else:
         train, (evaluation, eval_where) = _subsample(train, train_size, data_seed), (_subsample(held[0], eval_size, data_seed), held[1])
     return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)

@@ -55,8 +55,14 @@ PROMPTS: dict[str, PromptTemplate] = {
 
 
 def get_prompt(task) -> PromptTemplate:
-    """The prompt template of ``task``; TenpeftError for tasks without one (stsb)."""
+    """The prompt template of ``task`` (a task file's ``prompt`` and ``label_words``); TenpeftError for
+    tasks without one (stsb, a task file without a prompt)."""
     spec = get_task(task)
+    if spec.file is not None:
+        if spec.file.prompt is None:
+            raise TenpeftError(f"task file {spec.file.source!r} has no 'prompt' and 'label_words', which a decoder "
+                               f"needs to score its classes; add them (or use an encoder)")
+        return PromptTemplate(spec.file.prompt, spec.file.label_words)
     if spec.name not in PROMPTS:
         raise TenpeftError(f"no prompt template for task {spec.name!r}; templates exist for "
                            f"{', '.join(PROMPTS)} (add one to tenpeft.lab.tasks.PROMPTS)")
@@ -102,8 +108,9 @@ def label_word_ids(task, tokenizer) -> list[int]:
     ids = [_first_token_after(tokenizer, template.tail, word) for word in template.label_words]
     if len(set(ids)) != len(ids):
         tokens = tokenizer.convert_ids_to_tokens(ids)
+        where = f"the 'label_words' of {spec.file.source!r}" if spec.file else f"PROMPTS[{spec.name!r}].label_words"
         raise TenpeftError(f"label words {list(template.label_words)} of {spec.name!r} share a first token "
-                           f"({tokens}) with this tokenizer; change PROMPTS[{spec.name!r}].label_words")
+                           f"({tokens}) with this tokenizer; change {where}")
     return ids
 
 

@@ -1,4 +1,4 @@
-"""The eight GLUE tasks: text columns, label count, metrics and evaluation splits."""
+"""The eight GLUE tasks (text columns, label count, metrics, evaluation splits) and task-file tasks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,15 +9,38 @@ DEFAULT_EVAL_SPLITS = ("validation", "test")
 
 
 @dataclass(frozen=True)
+class TaskFile:
+    """Where a task file's data is and how to read it (see ``tenpeft.lab.tasks.custom``): the task
+    file's real path, its kind, the data files' real paths (``eval`` None: carved from train), the
+    label column and class names, the decoder prompt and label words, the instruction column map."""
+
+    source: str
+    kind: str
+    train: str
+    eval: str | None
+    label_column: str = "label"
+    label_names: tuple[str, ...] | None = None
+    prompt: str | None = None
+    label_words: tuple[str, ...] | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    """One GLUE task: its ``glue`` config name, text columns, label count, metrics (headline first)
-    and evaluation splits in order of preference."""
+    """One task: its name (a GLUE task's ``glue`` config name), text columns, label count, metrics
+    (headline first), evaluation splits in order of preference, and for a task-file task its file."""
 
     name: str
     text_columns: tuple[str, ...]
     num_labels: int
     metrics: tuple[str, ...]
     eval_splits: tuple[str, ...] = DEFAULT_EVAL_SPLITS
+    file: TaskFile | None = None
+
+    @property
+    def ref(self) -> str:
+        """How a study names this task: the GLUE name, or the task file's real path."""
+        return self.file.source if self.file else self.name
 
     @property
     def is_regression(self) -> bool:
@@ -44,14 +67,19 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The :class:`TaskSpec` for a GLUE task name (case-insensitive, ``sst-2`` spelled either way);
-    a TaskSpec is returned as is."""
+    """The :class:`TaskSpec` for a GLUE task name (case-insensitive, ``sst-2`` spelled either way)
+    or a task file (``.json``/``.toml``, see ``tenpeft.lab.tasks.custom``); a TaskSpec is returned as is."""
     if isinstance(name, TaskSpec):
         return name
+    from tenpeft.lab.tasks.custom import is_task_file, load_task_file
+
+    if is_task_file(name):
+        return load_task_file(name)
     if not isinstance(name, str):
         raise TenpeftError(f"task must be a GLUE task name or a TaskSpec, not {type(name).__name__}; "
-                           f"known tasks: {', '.join(TASKS)}")
+                           f"known tasks: {', '.join(TASKS)} or a task file (.json, .toml)")
     key = name.strip().lower().replace("-", "")
     if key not in TASKS:
-        raise TenpeftError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+        raise TenpeftError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a task file "
+                           f"(.json, .toml; see tenpeft.lab.tasks.custom)")
     return TASKS[key]
