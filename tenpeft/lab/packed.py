@@ -95,7 +95,7 @@ class FrozenPool:
 
 
 def why_not_packable(spec: RunSpec) -> str | None:
-    """Why ``spec`` cannot join a pack (a chain, a preference or instruction task), or None."""
+    """Why ``spec`` cannot join a pack (a chain, a preference or instruction task, a measured run), or None."""
     from tenpeft.lab.tasks.instruction import is_instruction
     from tenpeft.lab.tasks.preference import is_preference
 
@@ -103,6 +103,8 @@ def why_not_packable(spec: RunSpec) -> str | None:
         return "a chain of tasks"
     if is_preference(spec.task) or is_instruction(spec.task):
         return "a trl (DPO/SFT) run"
+    if spec.efficiency:
+        return "a run whose cost is measured (peak memory is per process)"
     return None
 
 

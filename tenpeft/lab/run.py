@@ -49,7 +49,8 @@ class DataConfig:
 @dataclass
 class RunSpec:
     """Everything that defines one run. ``task`` may chain tasks (``"sst2>mrpc>rte"``) for
-    sequential training; ``axes`` names the study's independent variables for plots."""
+    sequential training; ``axes`` names the study's independent variables for plots; ``efficiency``
+    measures the trained run's cost into its record (``tenpeft.lab.efficiency``)."""
 
     study: str
     model: str
@@ -60,6 +61,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     axes: dict = field(default_factory=dict)
+    efficiency: bool = False
 
     @property
     def tasks(self) -> list[str]:
@@ -72,6 +74,8 @@ class RunSpec:
                   "data": dataclasses.asdict(self.data)}
         if len(self.tasks) > 1:
             config["chain_heads"] = "per_task"  # see TaskHeads
+        if self.efficiency:
+            config["efficiency"] = True
         files = {t: definition(t) for t in self.tasks if is_task_file(t)}
         if files:  # an edited task file is a new run, never the old record
             config["task_files"] = files
@@ -101,6 +105,9 @@ def check_spec(spec: RunSpec) -> None:
 
     if not is_known(spec.method):
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
+    if spec.efficiency and any(is_preference(t) or is_instruction(t) for t in spec.tasks):
+        raise TenpeftError(f"the cost of a trl (DPO/SFT) run on {spec.task!r} is not measured; the efficiency "
+                           f"study takes classification and regression tasks")
     if any(is_preference(t) for t in spec.tasks):
         from tenpeft.lab.dpo import check_preference
         return check_preference(spec)
@@ -261,8 +268,14 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
             heads.finish(task.name)
         if len(prepared) > 1:
             stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress, heads)
+    record = make_record(spec, params, stages, prepared, timings, diverged, accelerator)
+    if spec.efficiency and not diverged:
+        from tenpeft.lab.efficiency import measure
+
+        last = prepared[-1]
+        record["efficiency"] = measure(model, last.task, last.train_set, last.collate, spec.train.batch_size)
     accelerator.free_memory()
-    return make_record(spec, params, stages, prepared, timings, diverged, accelerator)
+    return record
 
 
 def make_record(spec: RunSpec, params: dict, stages: list[dict], prepared: list[PreparedTask], timings: dict,
