@@ -30,8 +30,7 @@ STEPS = 5
 
 
 def _batch(train_set, collate, size: int, device) -> dict:
-    rows = [train_set[i] for i in range(min(size, len(train_set)))]
-    return {k: v.to(device) for k, v in collate(rows).items()}
+    return {k: v.to(device) for k, v in collate([train_set[i] for i in range(min(size, len(train_set)))]).items()}
 
 
 def _sync(device) -> None:
@@ -70,15 +69,16 @@ def measure(model, task, train_set, collate, batch_size: int) -> dict:
     was_training = model.training
     model.train()
 
+    def backward() -> None:
+        task_loss(*_forward(model, batch), task.is_regression).backward()
+
     def step() -> None:
-        logits, labels = _forward(model, batch)
-        task_loss(logits, labels, task.is_regression).backward()
+        backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     with FlopCounterMode(display=False) as counter:
-        logits, labels = _forward(model, batch)
-        task_loss(logits, labels, task.is_regression).backward()
+        backward()
     optimizer.zero_grad(set_to_none=True)
     probe, times = PeakMemory(device), []
     probe.start()
@@ -94,7 +94,6 @@ def measure(model, task, train_set, collate, batch_size: int) -> dict:
     file_bytes, how = adapter_file_bytes(model)
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return {"flops_per_step": int(counter.get_total_flops()), "step_s": statistics.median(times),
-            "steps_timed": STEPS, "batch": {"size": len(next(iter(batch.values()))),
-                                            "tokens": int(batch["input_ids"].numel())},
+            "steps_timed": STEPS, "batch": {"size": len(batch["input_ids"]), "tokens": int(batch["input_ids"].numel())},
             "peak_memory_bytes": int(peak), "peak_memory_method": probe.method, "weights_bytes": int(weights),
             "adapter_file_bytes": int(file_bytes), "adapter_file": how, "device": device.type}

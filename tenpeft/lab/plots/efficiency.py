@@ -8,8 +8,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.frontier import task_higher_is_better, draw_front
 from tenpeft.lab.plots.labels import protocol
-from tenpeft.lab.plots.records import pareto_front, record_name, runs_frame
+from tenpeft.lab.plots.records import record_name, runs_frame
 from tenpeft.lab.plots.style import metric_label, method_styles, panel_grid, shared_legend, styled
 
 COSTS = {"peak_mib": ("peak_memory_bytes", 2**-20), "step_ms": ("step_s", 1e3),
@@ -46,13 +47,11 @@ def efficiency_figure(records: list[dict]) -> Figure:
     fig, axes = panel_grid(2 * len(tasks), ncols=2, size=(5.0, 3.8))
     for k, task in enumerate(tasks):
         part = table[table["task"] == task]
-        higher = bool(frame.loc[frame["task"] == task, "higher_is_better"].iloc[0])
+        higher = task_higher_is_better(frame, task)
         for ax, (x, xlabel) in zip(axes[2 * k:2 * k + 2], AXES):
             for method, group in part.groupby("method", sort=True):
                 ax.plot(group[x], group["score"], linestyle="none", markersize=6, label=method, **styles[method])
-            front = pareto_front(part, x=x, y="score", higher_is_better=higher)
-            ax.step(front[x], front["score"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8, marker="o",
-                    markersize=11, markerfacecolor="none", markeredgewidth=1.0, label="Pareto front", zorder=1)
+            draw_front(ax, part, x, "score", higher)
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(title=task, xlabel=xlabel, ylabel=metric_label(frame, task))

@@ -22,12 +22,19 @@ def frontier_points(records: list[dict]) -> pd.DataFrame:
     return points
 
 
-def _higher_is_better(frame: pd.DataFrame, task: str) -> bool:
+def task_higher_is_better(frame: pd.DataFrame, task: str) -> bool:
     """Whether ``task``'s score is better higher; a TenpeftError if its runs disagree."""
     values = set(frame.loc[frame["task"] == task, "higher_is_better"])
     if len(values) > 1:
         raise TenpeftError(f"the runs of {task} mix higher- and lower-is-better scores; plot them apart")
     return values.pop()
+
+
+def draw_front(ax, points: pd.DataFrame, x: str, y: str, higher_is_better: bool) -> None:
+    """The Pareto front of ``points`` (fewer ``x`` is better) as a dashed step line with ringed points."""
+    front = pareto_front(points, x=x, y=y, higher_is_better=higher_is_better)
+    ax.step(front[x], front[y], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8, marker="o", markersize=11,
+            markerfacecolor="none", markeredgewidth=1.0, label="Pareto front", zorder=1)  # rings: a one-point front shows
 
 
 def _annotate(ax, group, method: str) -> None:
@@ -57,10 +64,7 @@ def frontier_figure(records: list[dict], annotate: bool = True) -> Figure:
                         markersize=6, label=method, **styles[method])
             if annotate:
                 _annotate(ax, group, method)
-        front = pareto_front(part, x="trainable", y="mean", higher_is_better=_higher_is_better(frame, task))
-        ax.step(front["trainable"], front["mean"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8,
-                marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.0,
-                label="Pareto front", zorder=1)  # the rings keep a one-point front visible
+        draw_front(ax, part, "trainable", "mean", task_higher_is_better(frame, task))
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: no overlapping ticks
         ax.set(title=task, xlabel="trainable parameters (log scale)",

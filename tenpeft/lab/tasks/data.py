@@ -62,7 +62,7 @@ def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_siz
         ds = splits[split]
         ds = read_data_file(ds) if isinstance(ds, Path) else ds
         ds = _validate(spec, ds, wheres[split])
-        parts.append(_subsample(ds, size, data_seed))
+        parts.append(subsample(ds, size, data_seed))
     return TaskData(spec, parts[0], parts[1], eval_split, source)
 
 
@@ -72,7 +72,7 @@ def _load_file_task(spec: TaskSpec, train_size, eval_size, data_seed: int) -> Ta
         train, evaluation = carve_held_out(train, train_size, eval_size, data_seed)
         return TaskData(spec, train, evaluation, HELD_OUT, spec.file.source)
     evaluation = _file_split(spec, spec.file.eval)
-    return TaskData(spec, _subsample(train, train_size, data_seed), _subsample(evaluation, eval_size, data_seed),
+    return TaskData(spec, subsample(train, train_size, data_seed), subsample(evaluation, eval_size, data_seed),
                     Path(spec.file.eval).name, spec.file.source)
 
 
@@ -242,7 +242,8 @@ def _check_labels(spec: TaskSpec, labels, where: str) -> None:
                            f"{spec.name!r}: expected {expected}{hint}; fix the label or drop the row")
 
 
-def _subsample(ds: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
+def subsample(ds: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
+    """``size`` rows of ``ds`` in the order of a shuffle by ``seed`` (None or at least its length: all, as they are)."""
     if size is None or size >= len(ds):
         return ds
     order = np.random.default_rng(seed).permutation(len(ds))[:size]

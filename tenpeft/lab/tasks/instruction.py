@@ -63,9 +63,9 @@ def _lm_file(name: str):
 
 def eval_split_name(name: str) -> str:
     """What a record names as the held-out split of task ``name``."""
-    task = INSTRUCTION_TASKS.get(name)
     from tenpeft.lab.tasks.data import HELD_OUT
 
+    task = INSTRUCTION_TASKS.get(name)
     return task.eval_split if task and task.eval_split else HELD_OUT
 
 
@@ -157,21 +157,13 @@ def _read_task_file(file):
     return out
 
 
-def _subsample(rows, size, rng_seed):
-    import numpy as np
-
-    if size is None or size >= len(rows):
-        return rows
-    return rows.select(np.random.default_rng(rng_seed).permutation(len(rows))[:size])
-
-
 def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
                      data_seed: int = 0):
     """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name``, subsampled to their sizes
     (None: every row; a train-only source: the held-out rows carved from it) by ``data_seed``."""
     if not is_instruction(name):
         raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
-    from tenpeft.lab.tasks.data import carve_held_out
+    from tenpeft.lab.tasks.data import carve_held_out, subsample
 
     read = _read(name, None if data_dir is None else os.fspath(data_dir))
     dialogue = name == "hh_chosen"
@@ -179,7 +171,7 @@ def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = No
     if held is None:
         train, evaluation, eval_where = *carve_held_out(train, train_size, eval_size, data_seed), where
     else:
-        train, (evaluation, eval_where) = _subsample(train, train_size, data_seed), (_subsample(held[0], eval_size, data_seed), held[1])
+        train, (evaluation, eval_where) = subsample(train, train_size, data_seed), (subsample(held[0], eval_size, data_seed), held[1])
     return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)
 
 

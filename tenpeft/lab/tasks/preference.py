@@ -83,7 +83,7 @@ def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: i
                     eval_size: int | None = None, data_seed: int = 0):
     """``(train, eval)`` datasets of ``prompt``/``chosen``/``rejected`` for task ``name``, each subsampled
     to its size (None: every row) by a shuffle with ``data_seed``."""
-    import numpy as np
+    from tenpeft.lab.tasks.data import subsample
 
     if name not in PREFERENCE_TASKS:
         raise TenpeftError(f"unknown preference task {name!r}; known: {', '.join(PREFERENCE_TASKS)}")
@@ -92,7 +92,5 @@ def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: i
     parts = []
     for split, size in ((task.train_split, train_size), (task.eval_split, eval_size)):
         rows, where = read[split]
-        if size is not None and size < len(rows):
-            rows = rows.select(np.random.default_rng(data_seed).permutation(len(rows))[:size])
-        parts.append(_as_pairs(rows, where))
+        parts.append(_as_pairs(subsample(rows, size, data_seed), where))
     return parts[0], parts[1]
