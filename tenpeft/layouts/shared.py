@@ -116,7 +116,7 @@ class SliceCache:
 
     def __init__(self, shared, other_modes: tuple[int, ...], index_modes: tuple[int, ...]):
         self.shared, self.other_modes, self.index_modes = shared, other_modes, index_modes
-        self.value: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.value: tuple[torch.Tensor, tuple[torch.Tensor, ...], int] | None = None
         self._key: tuple | None = None
 
     def _current_key(self) -> tuple:
@@ -132,15 +132,17 @@ class SliceCache:
         if torch.compiler.is_compiling() or self._sharded():
             return
         split = self.shared.mode_split(0, (*self.index_modes, *self.other_modes))
-        if split is not None:
-            self.value = (split[0], split[1].movedim(0, 2).contiguous())
+        if split is not None:  # one view per slice: their backward is one stack, not a zero-filled S_all each
+            small = split[1].movedim(0, 2).contiguous()
+            self.value = (split[0], small.flatten(0, 1).unbind(0), small.shape[1])
             self._key = self._current_key()
 
     def get(self, layer: int, matrix_index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(F_d, S (b, *other))`` of one slice, or None when the cache cannot serve (see the class)."""
         if self.value is None or torch.compiler.is_compiling() or self._key != self._current_key():
             return None
-        return self.value[0], self.value[1][layer, matrix_index]
+        f_d, slices, types = self.value
+        return f_d, slices[layer * types + matrix_index]
 
     def __deepcopy__(self, memo):
         import copy
