@@ -99,7 +99,8 @@ def decode_args(args: dict) -> dict:
 def check_spec(spec: RunSpec) -> None:
     """Everything but training, fast: model, task data, method and arguments (built on the meta
     device). Raises a TenpeftError naming the problem."""
-    from tenpeft.lab.tasks import get_task, load_task_data
+    from tenpeft.lab.tasks import get_prompt, get_task, load_task_data
+    from tenpeft.lab.tasks.encode import check_encoder_task
     from tenpeft.lab.tasks.instruction import is_instruction
     from tenpeft.lab.tasks.preference import is_preference
 
@@ -131,6 +132,11 @@ def check_spec(spec: RunSpec) -> None:
                            f"(a decoder scores label words; head='frozen' trains none); drop --head-lr")
     if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
         raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
+    for task in tasks:  # a decoder needs the task's prompt, an encoder at most two text columns
+        if is_decoder(config):
+            get_prompt(task)
+        else:
+            check_encoder_task(task)
     for task in tasks:
         load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
                        data_seed=spec.data.data_seed)

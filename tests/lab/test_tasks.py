@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks import (PROMPTS, TASKS, PromptTemplate, TaskSpec, compute_metrics, encode_classification,
+from tenpeft.lab.tasks import (GLUE_TASKS, PROMPTS, TASKS, PromptTemplate, TaskSpec, compute_metrics, encode_classification,
                            encode_prompt, get_prompt, get_task, label_word_ids, load_task_data, make_collator)
 import paths
 
@@ -47,11 +47,11 @@ def make_task_dir(root: Path, task: str = "rte", n: int = 6, splits=("train", "v
 # ---------------------------------------------------------------- specs
 
 def test_eight_task_specs():
-    assert sorted(TASKS) == sorted(["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"])
+    assert sorted(GLUE_TASKS) == sorted(["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"])
     headline = {"sst2": "accuracy", "rte": "accuracy", "qnli": "accuracy", "mnli": "accuracy", "mrpc": "f1",
                 "qqp": "f1", "cola": "matthews", "stsb": "spearman"}
-    for name, spec in TASKS.items():
-        assert spec.name == name and spec.headline_metric == headline[name] == spec.metrics[0]
+    for name, spec in GLUE_TASKS.items():
+        assert TASKS[name] is spec and spec.name == name and spec.headline_metric == headline[name] == spec.metrics[0]
         assert spec.num_labels == {"stsb": 1, "mnli": 3}.get(name, 2)
         assert spec.is_regression == (name == "stsb")
         assert len(spec.text_columns) == (1 if name in ("sst2", "cola") else 2)

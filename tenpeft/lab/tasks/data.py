@@ -1,4 +1,4 @@
-"""Load a task's train and evaluation splits (GLUE: the Hub or a local folder; a task file: its files), validated."""
+"""Load a task's train and evaluation splits (GLUE, SuperGLUE: the Hub or a local folder; a task file: its files), validated."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ class TaskData:
 
 def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_size: int | None = None,
                    eval_size: int | None = None, data_seed: int = 0) -> TaskData:
-    """Load ``task`` from ``data_dir`` (else ``$TENPEFT_DATA_DIR``, else ``datasets.load_dataset("glue", name)``).
+    """Load ``task`` from ``data_dir`` (else ``$TENPEFT_DATA_DIR``, else ``datasets.load_dataset(*spec.hub_source)``).
 
     Train is the ``train`` split; eval is the first of ``task.eval_splits`` present. Labels and text
     columns are validated; ``train_size``/``eval_size`` keep that many rows of a shuffle by ``data_seed``.
@@ -50,7 +50,7 @@ def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_siz
     if from_env:
         data_dir = os.environ[ENV_VAR]
     if data_dir is None:
-        splits, source = _hub_splits(spec), f"hub:glue/{spec.name}"
+        splits, source = _hub_splits(spec), "hub:{}/{}".format(*spec.hub_source)
         wheres, found = {split: f"{source} split {split!r}" for split in splits}, sorted(splits)
     else:
         splits, source = _local_files(spec, Path(data_dir), from_env)
@@ -126,11 +126,12 @@ def _check_size(name: str, size) -> None:
 
 
 def _hub_splits(spec: TaskSpec) -> dict[str, datasets.Dataset]:
+    hub, config = spec.hub_source
     try:
-        return dict(datasets.load_dataset("glue", spec.name))
+        return dict(datasets.load_dataset(hub, config))
     except Exception as err:  # network, auth and hub errors all mean: use local data instead
         raise TenpeftError(
-            f"could not load GLUE {spec.name!r} from the Hugging Face Hub ({type(err).__name__}: {err}); "
+            f"could not load {hub}/{config} ({spec.name!r}) from the Hugging Face Hub ({type(err).__name__}: {err}); "
             f"without network access pass --data-dir DIR or set {ENV_VAR}=DIR, laid out as {LAYOUT}") from err
 
 

@@ -19,6 +19,7 @@ def encode_classification(task, tokenizer, dataset: datasets.Dataset, max_length
     unpadded; columns input_ids, attention_mask, token_type_ids (if the tokenizer makes them) and ``labels``
     (int64 classes, float32 for regression). All other columns are dropped."""
     spec = get_task(task)
+    check_encoder_task(spec)
     check_encodable(spec, dataset, max_length)
     label_dtype = np.float32 if spec.is_regression else np.int64
 
@@ -30,6 +31,14 @@ def encode_classification(task, tokenizer, dataset: datasets.Dataset, max_length
 
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
                        desc=f"tokenizing {spec.name}")
+
+
+def check_encoder_task(spec: TaskSpec) -> None:
+    """Raise TenpeftError for a task a sequence classifier cannot read (more than two text columns)."""
+    if not spec.encoder_ready:
+        raise TenpeftError(f"task {spec.name!r} reads {len(spec.text_columns)} text columns {list(spec.text_columns)}; "
+                           f"an encoder takes one text or a pair, so it is a prompt task for decoders: "
+                           f"use --model smollm2 or tiny-llama (or a hub decoder)")
 
 
 def check_encodable(spec: TaskSpec, dataset, max_length: int) -> None:

@@ -1,9 +1,9 @@
-"""Prompt templates for decoder LMs (MeZO-style, as in LoRETTA's LLaMA runs) and prompt encoding."""
+"""Prompt templates for decoder LMs (MeZO's, as in LoRETTA's LLaMA runs) and prompt encoding."""
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import datasets
 import numpy as np
@@ -20,6 +20,7 @@ class PromptTemplate:
 
     template: str
     label_words: tuple[str, ...]
+    prepare: Callable[[dict], dict] | None = None  # rewrites an example's columns before formatting
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -36,7 +37,20 @@ class PromptTemplate:
         missing = [c for c in self.columns if c not in example]
         if missing:
             raise TenpeftError(f"example lacks column(s) {missing} that the prompt template needs")
-        return self.template.format(**{c: example[c] for c in self.columns})
+        values = {c: example[c] for c in self.columns}
+        return self.template.format(**(self.prepare(values) if self.prepare else values))
+
+
+def _as_question(example: dict) -> dict:
+    """MeZO's BoolQ question: first letter upper-cased, ending in a question mark."""
+    question = example["question"]
+    question = question if question.endswith("?") else question + "?"
+    return {**example, "question": question[:1].upper() + question[1:]}
+
+
+def _lower_pronoun(example: dict) -> dict:
+    """MeZO's WSC: the pronoun (``span2_text``) lower-cased."""
+    return {**example, "span2_text": example["span2_text"].lower()}
 
 
 YES_NO = (" Yes", " No")
@@ -51,6 +65,16 @@ PROMPTS: dict[str, PromptTemplate] = {
     "mnli": PromptTemplate("{premise}\nDoes this mean that \"{hypothesis}\" is true? Yes, Maybe or No?\n",
                            (" Yes", " Maybe", " No")),
     "cola": PromptTemplate("{sentence}\nIs this sentence grammatically correct? Yes or No?\n", YES_NO[::-1]),
+    # SuperGLUE as MeZO (large_models/templates.py) writes it: the answer follows the newline, no space
+    "boolq": PromptTemplate("{passage} {question}\n", ("No", "Yes"), _as_question),
+    "cb": PromptTemplate("Suppose {premise} Can we infer that \"{hypothesis}\"? Yes, No, or Maybe?\n",
+                         ("Yes", "No", "Maybe")),
+    "wic": PromptTemplate("Does the word \"{word}\" have the same meaning in these two sentences? Yes, No?\n"
+                          "{sentence1}\n{sentence2}\n", ("No", "Yes")),
+    "wsc": PromptTemplate("{text}\nIn the previous sentence, does the pronoun \"{span2_text}\" refer to {span1_text}? "
+                          "Yes or No?\n", ("No", "Yes"), _lower_pronoun),
+    "multirc": PromptTemplate("{paragraph}\nQuestion: {question}\nI found this answer \"{answer}\". Is that correct? "
+                              "Yes or No?\n", ("No", "Yes")),
 }
 
 

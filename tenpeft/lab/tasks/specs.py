@@ -1,4 +1,5 @@
-"""The eight GLUE tasks (text columns, label count, metrics, evaluation splits) and task-file tasks."""
+"""The tasks a study can name: the eight GLUE tasks, SuperGLUE's fixed-answer tasks (decoder prompt
+tasks in the MeZO format LoRETTA's LLaMA runs use) and task-file tasks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,17 @@ class TaskSpec:
     metrics: tuple[str, ...]
     eval_splits: tuple[str, ...] = DEFAULT_EVAL_SPLITS
     file: TaskFile | None = None
+    hub: tuple[str, str] | None = None
+
+    @property
+    def hub_source(self) -> tuple[str, str]:
+        """``(dataset id, config)`` of ``datasets.load_dataset`` for this task (GLUE's by default)."""
+        return self.hub or ("glue", self.name)
+
+    @property
+    def encoder_ready(self) -> bool:
+        """Whether a sequence classifier can read it: one text or a pair (more columns need a prompt)."""
+        return len(self.text_columns) <= 2
 
     @property
     def ref(self) -> str:
@@ -53,7 +65,7 @@ class TaskSpec:
         return self.metrics[0]
 
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+GLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("cola", ("sentence",), 2, ("matthews", "accuracy")),
     TaskSpec("sst2", ("sentence",), 2, ("accuracy",)),
     TaskSpec("mrpc", ("sentence1", "sentence2"), 2, ("f1", "accuracy")),
@@ -64,10 +76,21 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("qnli", ("question", "sentence"), 2, ("accuracy",)),
     TaskSpec("rte", ("sentence1", "sentence2"), 2, ("accuracy",)),
 )}
+SUPERGLUE_HUB = "aps/super_glue"  # the Hub's SuperGLUE in parquet (the ``super_glue`` loading script is gone)
+SUPERGLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (  # test splits are unlabelled: validation
+    TaskSpec("boolq", ("passage", "question"), 2, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "boolq")),
+    TaskSpec("cb", ("premise", "hypothesis"), 3, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "cb")),
+    TaskSpec("wic", ("word", "sentence1", "sentence2"), 2, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "wic")),
+    TaskSpec("wsc", ("text", "span1_text", "span2_text"), 2, ("accuracy",), ("validation",),
+             hub=(SUPERGLUE_HUB, "wsc.fixed")),
+    TaskSpec("multirc", ("paragraph", "question", "answer"), 2, ("accuracy",), ("validation",),
+             hub=(SUPERGLUE_HUB, "multirc")),
+)}
+TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SUPERGLUE_TASKS}
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The :class:`TaskSpec` for a GLUE task name (case-insensitive, ``sst-2`` spelled either way)
+    """The :class:`TaskSpec` for a GLUE or SuperGLUE task name (case-insensitive, ``sst-2`` spelled either way)
     or a task file (``.json``/``.toml``, see ``tenpeft.lab.tasks.custom``); a TaskSpec is returned as is."""
     if isinstance(name, TaskSpec):
         return name

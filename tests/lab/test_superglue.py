@@ -1,0 +1,117 @@
+"""SuperGLUE's fixed-answer tasks as decoder prompt tasks (issue 13 item 3): specs, MeZO's prompts,
+loading from a local folder laid out like GLUE's, label words, and a study end to end on tiny-llama."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from tenpeft.errors import TenpeftError
+from tenpeft.lab import run as run_module
+from tenpeft.lab.models import load_tokenizer, resolve_model
+from tenpeft.lab.tasks import (PROMPTS, SUPERGLUE_TASKS, encode_classification, encode_prompt, get_task,
+                               label_word_ids, load_task_data)
+from helpers import load_study
+
+ROW = {"boolq": {"passage": "Cats sleep a lot.", "question": "do cats sleep"},
+       "cb": {"premise": "It rained.", "hypothesis": "The ground is wet"},
+       "wic": {"word": "bank", "sentence1": "The river bank.", "sentence2": "The bank lent money."},
+       "wsc": {"text": "Mark told Pete he was late.", "span1_text": "Mark", "span2_text": "He"},
+       "multirc": {"paragraph": "Ann has two cats.", "question": "How many cats?", "answer": "two"}}
+
+# MeZO large_models/templates.py, encode() of each task's template on ROW, written out by hand
+MEZO = {"boolq": "Cats sleep a lot. Do cats sleep?\n",
+        "cb": 'Suppose It rained. Can we infer that "The ground is wet"? Yes, No, or Maybe?\n',
+        "wic": 'Does the word "bank" have the same meaning in these two sentences? Yes, No?\nThe river bank.\n'
+               "The bank lent money.\n",
+        "wsc": 'Mark told Pete he was late.\nIn the previous sentence, does the pronoun "he" refer to Mark? '
+               "Yes or No?\n",
+        "multirc": 'Ann has two cats.\nQuestion: How many cats?\nI found this answer "two". Is that correct? '
+                   "Yes or No?\n"}
+VERBALIZERS = {"boolq": ("No", "Yes"), "cb": ("Yes", "No", "Maybe"), "wic": ("No", "Yes"), "wsc": ("No", "Yes"),
+               "multirc": ("No", "Yes")}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path_factory):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
+    monkeypatch.delenv("TENPEFT_DATA_DIR", raising=False)
+
+
+def write_folder(root: Path, task: str, n: int = 8, test_split: bool = True) -> Path:
+    """``root/<task>/{train,validation,test}.jsonl`` of ``ROW`` with cycling labels (test unlabelled, -1)."""
+    spec = get_task(task)
+    (root / task).mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", *(["test"] if test_split else [])):
+        rows = [{**{c: f"{v} {i}" for c, v in ROW[task].items()}, "idx": i,
+                 "label": -1 if split == "test" else i % spec.num_labels} for i in range(n)]
+        (root / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.mark.parametrize("task", sorted(ROW))
+def test_each_prompt_is_mezos_with_its_verbalizer(task):
+    spec, template = get_task(task), PROMPTS[task]
+    assert spec is SUPERGLUE_TASKS[task] and set(template.columns) == set(spec.text_columns)
+    assert template.format(ROW[task]) == MEZO[task]
+    assert template.label_words == VERBALIZERS[task] and len(template.label_words) == spec.num_labels
+    assert spec.eval_splits == ("validation",) and spec.hub_source[0] == "aps/super_glue"
+    assert spec.hub_source[1] == ("wsc.fixed" if task == "wsc" else task)
+
+
+def test_boolq_keeps_a_question_mark_it_already_has():
+    assert PROMPTS["boolq"].format({"passage": "P.", "question": "is it?"}) == "P. Is it?\n"
+
+
+def test_glue_keeps_its_hub_source():
+    assert get_task("sst2").hub_source == ("glue", "sst2") and get_task("rte").encoder_ready
+
+
+@pytest.mark.parametrize("task", sorted(ROW))
+def test_a_local_folder_loads_and_the_unlabelled_test_split_is_not_evaluated(task, tmp_path):
+    data = load_task_data(task, write_folder(tmp_path, task), eval_size=4)
+    assert data.eval_split == "validation" and len(data.train) == 8 and len(data.eval) == 4
+    assert set(data.train.column_names) >= {*get_task(task).text_columns, "label"}
+
+
+@pytest.mark.parametrize("task", sorted(ROW))
+def test_label_words_are_distinct_first_tokens_with_the_llama_tokenizer(task, tmp_path):
+    tokenizer = load_tokenizer(resolve_model("tiny-llama"))
+    ids = label_word_ids(task, tokenizer)
+    assert len(set(ids)) == len(ids) == get_task(task).num_labels
+    data = load_task_data(task, write_folder(tmp_path, task))
+    encoded = encode_prompt(task, tokenizer, data.train, max_length=64)
+    assert encoded["labels"] == data.train["label"]
+
+
+def test_an_encoder_cannot_read_three_text_columns(tmp_path):
+    data = load_task_data("wsc", write_folder(tmp_path, "wsc"))
+    with pytest.raises(TenpeftError, match="prompt task for decoders"):
+        encode_classification("wsc", None, data.train)
+
+
+FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
+        "--eval-size", "6", "--max-length", "64", "--no-progress"]
+
+
+def _study(tmp_path, task: str, model: str):
+    argv = ["--model", model, *FAST, "--tasks", task, "--methods", "lora", "--ranks", "1",
+            "--data-dir", str(write_folder(tmp_path / "data", task)), "--results-dir", str(tmp_path / "res"),
+            "--figures-dir", str(tmp_path / "fig")]
+    return load_study("rank_ablation").main(argv)
+
+
+def test_a_decoder_study_runs_cb_end_to_end(tmp_path):
+    (record,) = _study(tmp_path, "cb", "tiny-llama")
+    assert record["status"] == "ok" and record["score"]["metric"] == "accuracy"
+    assert record["eval_split"] == {"cb": "validation"} and record["run_id"].startswith("cb-tiny-llama-lora")
+
+
+def test_an_encoder_study_of_a_three_column_task_is_refused_before_compute(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("trained an encoder on wsc"))
+    with pytest.raises((TenpeftError, SystemExit)) as err:
+        _study(tmp_path, "wsc", "tiny-bert")
+    text = str(err.value) if err.type is TenpeftError else capsys.readouterr().err
+    assert "prompt task for decoders" in text and not list(tmp_path.glob("res/**/*.json"))
