@@ -132,12 +132,11 @@ def check_spec(spec: RunSpec) -> None:
                            f"(a decoder scores label words; head='frozen' trains none); drop --head-lr")
     if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
         raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
-    for task in tasks:  # a decoder needs the task's prompt, an encoder at most two text columns
+    for task in tasks:  # a decoder needs the task's prompt, an encoder at most two text columns; then the data
         if is_decoder(config):
             get_prompt(task)
         else:
             check_encoder_task(task)
-    for task in tasks:
         load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
                        data_seed=spec.data.data_seed)
     adapt_on_meta(config, spec.model, spec.method, spec.method_args, tasks[0].num_labels)
