@@ -67,8 +67,8 @@ def read_steps(out: str) -> list[dict]:
     steps = []
     with open(os.path.join(out, "steps.tsv")) as f:
         for line in f:
-            name, rc, start, end, budget, command = line.rstrip("\n").split("\t")
-            step = {"step": name, "command": command, "budget_s": int(budget)}
+            name, rc, start, end, budget, limit, command = line.rstrip("\n").split("\t")
+            step = {"step": name, "command": command, "budget_s": int(budget), "limit_s": int(limit) if limit else None}
             if rc == "skipped":
                 step.update(rc=None, seconds=None, note=f"skipped: {command}", command=None)
             else:

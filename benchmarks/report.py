@@ -162,7 +162,7 @@ def gpu_steps_table(summary) -> list[str]:
     for s in summary["steps"]:
         rc = s.get("note") or (f"{s['rc']} (timed out)" if s.get("timed_out") else s["rc"])
         seconds = "–" if s["seconds"] is None else f"{s['seconds']:.1f}"
-        lines.append(f"| {s['step']} | {rc} | {seconds} | {s['budget_s']} |")
+        lines.append(f"| {s['step']} | {rc} | {seconds} | {s.get('limit_s') or s['budget_s']} |")
     return lines
 
 
