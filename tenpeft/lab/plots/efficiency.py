@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots.frontier import task_higher_is_better, draw_front
@@ -53,7 +53,9 @@ def efficiency_figure(records: list[dict]) -> Figure:
                 ax.plot(group[x], group["score"], linestyle="none", markersize=6, label=method, **styles[method])
             draw_front(ax, part, x, "score", higher)
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            # under a decade the minor ticks carry the only labels, so they are written plainly (200, 300)
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            ax.xaxis.set_minor_formatter(NullFormatter() if part[x].max() >= 10 * part[x].min() else plain)
             ax.set(title=task, xlabel=xlabel, ylabel=metric_label(frame, task))
     fig.suptitle(f"Score vs cost per method\n{protocol(records)}")
     shared_legend(fig, axes, last=("Pareto front",))
