@@ -175,6 +175,35 @@ class PromptClassifier(nn.Module):
         return _Logits(logits)
 
 
+class ChoiceScorer(nn.Module):
+    """Multiple-choice scoring with a causal LM (MeZO's, for COPA): the logit of candidate k of an example is
+    the mean log-probability of its last ``option_lens[k]`` tokens, each given the tokens before it; a
+    missing candidate (option length 0) gets ``MISSING``. Inputs are ``[batch, candidates, tokens]``, right
+    padded; the LM head is applied only at the scored positions."""
+
+    MISSING = -1e9
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, option_lens, **_):
+        b, c, t = input_ids.shape
+        ids, mask, lens = input_ids.reshape(b * c, t), attention_mask.reshape(b * c, t), option_lens.reshape(-1)
+        real = lens > 0
+        ids, mask, lens = ids[real], mask[real], lens[real]
+        hidden = getattr(self.lm, self.lm.base_model_prefix)(input_ids=ids, attention_mask=mask).last_hidden_state
+        ends = mask.sum(-1, keepdim=True)  # right padding: one past the last token
+        position = torch.arange(1, t, device=ids.device)
+        scored = (position >= ends - lens[:, None]) & (position < ends)  # [n, t-1]: the option tokens, from 1
+        rows, cols = scored.nonzero(as_tuple=True)
+        logits = self.lm.get_output_embeddings()(hidden[rows, cols])  # positions cols predict tokens cols + 1
+        token_lp = logits.float().log_softmax(-1).gather(-1, ids[rows, cols + 1][:, None]).squeeze(-1)
+        mean = torch.zeros(len(lens), device=ids.device).index_add(0, rows, token_lp) / lens
+        out = torch.full((b * c,), self.MISSING, device=ids.device, dtype=mean.dtype)
+        return _Logits(out.masked_scatter(real, mean).reshape(b, c))
+
+
 @dataclass
 class _Logits:
     logits: torch.Tensor

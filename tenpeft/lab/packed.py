@@ -145,7 +145,7 @@ def _start(spec: RunSpec, source, tokenizer, decoder: bool, data: dict, pool: Fr
     prepared = data[key]
     model, params = _build(spec, source, decoder, prepared.task.num_labels, prepared.label_ids)
     pool.share(model)
-    if decoder:
+    if prepared.label_ids is not None:
         model.label_ids = torch.tensor(prepared.label_ids, device=model.label_ids.device)
     loop = RunLoop(model, prepared.task, prepared.train_set, prepared.eval_set, prepared.collate, spec.train,
                    seed=spec.seed, accelerator=accelerator, progress=False)

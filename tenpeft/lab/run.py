@@ -23,7 +23,7 @@ from tenpeft.formats import Budget
 from tenpeft.structure import task_head
 from tenpeft.lab.adapt import apply_method, base_model, count_parameters, is_known, known_methods
 from tenpeft.lab.loop import TrainConfig, evaluate, train
-from tenpeft.lab.models import PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
+from tenpeft.lab.models import ChoiceScorer, PromptClassifier, is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
 from tenpeft.lab.provenance import provenance
 from tenpeft.lab.claims import Claim, try_claim
 from tenpeft.lab.records import SCHEMA, read_record, write_record
@@ -100,6 +100,7 @@ def check_spec(spec: RunSpec) -> None:
     """Everything but training, fast: model, task data, method and arguments (built on the meta
     device). Raises a TenpeftError naming the problem."""
     from tenpeft.lab.tasks import get_prompt, get_task, load_task_data
+    from tenpeft.lab.tasks.choices import CHOICES, get_choices, is_choice_task
     from tenpeft.lab.tasks.encode import check_encoder_task
     from tenpeft.lab.tasks.instruction import is_instruction
     from tenpeft.lab.tasks.preference import is_preference
@@ -132,9 +133,12 @@ def check_spec(spec: RunSpec) -> None:
                            f"(a decoder scores label words; head='frozen' trains none); drop --head-lr")
     if len({t.num_labels for t in tasks}) > 1 and not is_decoder(config):
         raise TenpeftError(f"sequential tasks {spec.task} need the same number of labels to share a head")
+    if is_decoder(config) and len({is_choice_task(t) for t in tasks}) > 1:
+        raise TenpeftError(f"the chain {spec.task} mixes multiple-choice tasks ({', '.join(CHOICES)}) with label-word "
+                           f"tasks, which a decoder scores differently; chain tasks of one kind")
     for task in tasks:  # a decoder needs the task's prompt, an encoder at most two text columns; then the data
         if is_decoder(config):
-            get_prompt(task)
+            (get_choices if is_choice_task(task) else get_prompt)(task)
         else:
             check_encoder_task(task)
         load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
@@ -185,12 +189,14 @@ class PreparedTask(NamedTuple):
 
 def _prepare_task(name, spec: RunSpec, tokenizer, decoder: bool) -> PreparedTask:
     from tenpeft.lab.tasks import encode_classification, encode_prompt, get_task, label_word_ids, load_task_data, make_collator
+    from tenpeft.lab.tasks.choices import encode_choices, is_choice_task
 
     task = get_task(name)
     data = load_task_data(task, spec.data.data_dir, train_size=spec.data.train_size, eval_size=spec.data.eval_size,
                           data_seed=spec.data.data_seed)
-    encode = encode_prompt if decoder else encode_classification
-    labels = label_word_ids(task, tokenizer) if decoder else None
+    choice = decoder and is_choice_task(task)  # scored by candidate likelihood, not label words
+    encode = encode_choices if choice else encode_prompt if decoder else encode_classification
+    labels = label_word_ids(task, tokenizer) if decoder and not choice else None
     return PreparedTask(task, encode(task, tokenizer, data.train, spec.train.max_length),
                         encode(task, tokenizer, data.eval, spec.train.max_length), make_collator(tokenizer, task),
                         labels, data.eval_split)
@@ -200,8 +206,10 @@ def _build(spec: RunSpec, source, decoder: bool, num_labels: int, label_ids):
     model = load_model(source, num_labels, seed=spec.seed)
     adapted = apply_method(model, spec.method, decode_args(spec.method_args), decoder=decoder)
     params = count_parameters(adapted)
-    trained = PromptClassifier(base_model(adapted), label_ids) if decoder else adapted
-    return trained, params
+    if not decoder:
+        return adapted, params
+    lm = base_model(adapted)
+    return (PromptClassifier(lm, label_ids) if label_ids is not None else ChoiceScorer(lm)), params
 
 
 class TaskHeads:
@@ -257,7 +265,7 @@ def execute(spec: RunSpec, accelerator, progress: bool = True) -> dict:
     stages, timings, diverged = [], {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0}, None
     heads = TaskHeads(model) if len(prepared) > 1 and not decoder else None
     for task, train_set, eval_set, collate, labels, _ in prepared:
-        if decoder:
+        if labels is not None:
             model.label_ids = torch.tensor(labels, device=model.label_ids.device)
         if heads:
             heads.start(task.name)
@@ -304,7 +312,7 @@ def _score_all(model, prepared, accelerator, progress, heads: TaskHeads | None) 
 
     scores = {}
     for task, _, eval_set, collate, labels, _ in prepared:
-        if hasattr(model, "label_ids"):
+        if labels is not None:
             model.label_ids = torch.tensor(labels, device=model.label_ids.device)
         if heads:
             heads.use(task.name)

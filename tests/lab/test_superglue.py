@@ -115,3 +115,92 @@ def test_an_encoder_study_of_a_three_column_task_is_refused_before_compute(tmp_p
         _study(tmp_path, "wsc", "tiny-bert")
     text = str(err.value) if err.type is TenpeftError else capsys.readouterr().err
     assert "prompt task for decoders" in text and not list(tmp_path.glob("res/**/*.json"))
+
+
+# COPA: multiple choice by candidate likelihood (tenpeft.lab.tasks.choices, tenpeft.lab.models.ChoiceScorer)
+COPA = {"premise": "My body cast a shadow over the grass.", "choice1": "The sun was rising.",
+        "choice2": "I cut the grass.", "question": "cause", "label": 0}
+
+
+def write_copa(root: Path, n: int = 8) -> Path:
+    (root / "copa").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", "test"):
+        rows = [{**COPA, "premise": f"Day {i}: my body cast a shadow.", "question": ("cause", "effect")[i % 2],
+                 "idx": i, "label": -1 if split == "test" else i % 2} for i in range(n)]
+        (root / "copa" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_copa_candidates_are_mezos():
+    from tenpeft.lab.tasks.choices import get_choices
+
+    prompt = get_choices("copa")
+    # MeZO CopaTemplate (capitalization "correct"): encode() and verbalize() of each choice, by hand
+    assert prompt.context(COPA) == "My body cast a shadow over the grass because "
+    assert prompt.verbalize(COPA) == ["My body cast a shadow over the grass because the sun was rising.",
+                                      "My body cast a shadow over the grass because I cut the grass."]
+    assert prompt.context({**COPA, "question": "effect"}).endswith("grass so ")
+    assert get_task("copa").hub_source == ("aps/super_glue", "copa") and not get_task("copa").encoder_ready
+
+
+def test_copa_encodes_each_candidate_with_its_option_length(tmp_path):
+    from tenpeft.lab.tasks.choices import encode_choices
+
+    tokenizer = load_tokenizer(resolve_model("tiny-llama"))
+    data = load_task_data("copa", write_copa(tmp_path))
+    encoded = encode_choices("copa", tokenizer, data.train, max_length=64)
+    row = encoded[1]  # question "effect"; choice2 starts with "I", which keeps its capital
+    texts = ["Day 1: my body cast a shadow so the sun was rising.", "Day 1: my body cast a shadow so I cut the grass."]
+    context = tokenizer("Day 1: my body cast a shadow so", add_special_tokens=False)["input_ids"]
+    for ids, n, text in zip(row["input_ids"], row["option_lens"], texts):
+        full = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert ids[-len(full):] == full and n == len(full) - len(context) > 0
+    assert encoded["labels"] == data.train["label"]
+
+
+def test_a_candidate_that_does_not_fit_is_refused_with_its_row(tmp_path):
+    from tenpeft.lab.tasks.choices import encode_choices
+
+    data = load_task_data("copa", write_copa(tmp_path))
+    with pytest.raises(TenpeftError, match=r"example 0: candidate 0 .* raise --max-length"):
+        encode_choices("copa", load_tokenizer(resolve_model("tiny-llama")), data.train, max_length=3)
+
+
+def test_the_choice_scorer_is_the_mean_log_likelihood_of_each_option():
+    import torch
+
+    from tenpeft.lab.models import ChoiceScorer, load_model
+    from tenpeft.lab.tasks.choices import ChoiceCollator
+
+    lm = load_model(resolve_model("tiny-llama"), 2, seed=0).eval()
+    rows = [{"input_ids": [[1, 5, 6, 7, 8], [1, 5, 6, 9]], "option_lens": [2, 1], "labels": 0},
+            {"input_ids": [[1, 11, 12]], "option_lens": [1], "labels": 0}]  # the second has one candidate
+    batch = ChoiceCollator(0)(rows)
+    with torch.no_grad():
+        scores = ChoiceScorer(lm)(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for i, row in enumerate(rows):
+            for k, (ids, n) in enumerate(zip(row["input_ids"], row["option_lens"])):
+                lp = lm(torch.tensor([ids])).logits[0].log_softmax(-1)
+                expected = torch.stack([lp[p - 1, ids[p]] for p in range(len(ids) - n, len(ids))]).mean()
+                torch.testing.assert_close(scores[i, k], expected, atol=1e-5, rtol=1e-5)
+    assert scores.shape == (2, 2) and scores[1, 1] == ChoiceScorer.MISSING
+
+
+def test_a_decoder_study_runs_copa_end_to_end(tmp_path):
+    argv = ["--model", "tiny-llama", *FAST, "--tasks", "copa", "--methods", "lorta", "--ranks", "2",
+            "--data-dir", str(write_copa(tmp_path / "data")), "--results-dir", str(tmp_path / "res"),
+            "--figures-dir", str(tmp_path / "fig")]
+    (record,) = load_study("rank_ablation").main(argv)
+    assert record["status"] == "ok" and record["score"]["metric"] == "accuracy"
+    assert record["eval_split"] == {"copa": "validation"} and 0.0 <= record["score"]["value"] <= 1.0
+    assert record["history"][0]["train_loss"] > 0 and record["history"][0]["val_loss"] > 0
+
+
+@pytest.mark.parametrize("model, task, message", [("tiny-bert", "copa", "prompt task for decoders"),
+                                                   ("tiny-llama", "copa>cb", "mixes multiple-choice tasks")])
+def test_an_encoder_copa_and_a_mixed_decoder_chain_are_refused(tmp_path, model, task, message):
+    write_folder(write_copa(tmp_path), "cb")
+    spec = run_module.RunSpec(study="t", model=model, task=task, method="lora",
+                              data=run_module.DataConfig(data_dir=str(tmp_path)))
+    with pytest.raises(TenpeftError, match=message):
+        run_module.check_spec(spec)

@@ -86,7 +86,8 @@ class _PadCollator:
 
 def make_collator(tokenizer, task) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """A collate function that right-pads each batch to its longest sequence and returns torch tensors;
-    ``labels`` (or ``label``) come out float32 for regression tasks and int64 otherwise.
+    ``labels`` (or ``label``) come out float32 for regression tasks and int64 otherwise; a multiple-choice
+    task's rows are padded to ``[batch, candidates, tokens]`` (``tenpeft.lab.tasks.choices.ChoiceCollator``).
 
     Tokenizers without a pad token (GPT-2, LLaMA) pad with their eos token; the tokenizer itself is not
     changed. Padded positions have attention_mask 0, so the choice of pad id does not matter to the model.
@@ -96,5 +97,9 @@ def make_collator(tokenizer, task) -> Callable[[list[dict]], dict[str, torch.Ten
     if pad_id is None:
         raise TenpeftError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; "
                            f"set tokenizer.pad_token before making a collator")
+    from tenpeft.lab.tasks.choices import ChoiceCollator, is_choice_task
+
+    if is_choice_task(spec):
+        return ChoiceCollator(int(pad_id))
     return _PadCollator(int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
                         torch.float32 if spec.is_regression else torch.int64)

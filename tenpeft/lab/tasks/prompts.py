@@ -108,7 +108,7 @@ def encode_prompt(task, tokenizer, dataset: datasets.Dataset, max_length: int = 
     spec = get_task(task)
     template = get_prompt(spec)
     check_encodable(spec, dataset, max_length)
-    prefix = _leading_special_ids(tokenizer)
+    prefix = leading_special_ids(tokenizer)
     budget = max_length - len(prefix)
     if budget < 1:
         raise TenpeftError(f"max_length {max_length} leaves no room for text after {len(prefix)} special tokens")
@@ -149,7 +149,7 @@ def _first_token_after(tokenizer, context: str, word: str) -> int:
     return alone[0]
 
 
-def _leading_special_ids(tokenizer) -> list[int]:
+def leading_special_ids(tokenizer) -> list[int]:
     """The special tokens the tokenizer puts before a text (e.g. BOS), found by tokenizing a probe."""
     with_special = tokenizer("probe", add_special_tokens=True)["input_ids"]
     plain = tokenizer("probe", add_special_tokens=False)["input_ids"]

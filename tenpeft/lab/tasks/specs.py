@@ -1,5 +1,5 @@
-"""The tasks a study can name: the eight GLUE tasks, SuperGLUE's fixed-answer tasks (decoder prompt
-tasks in the MeZO format LoRETTA's LLaMA runs use) and task-file tasks."""
+"""The tasks a study can name: the eight GLUE tasks, SuperGLUE's fixed-answer and multiple-choice tasks
+(decoder prompt tasks in the MeZO format LoRETTA's LLaMA runs use) and task-file tasks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,6 +83,8 @@ SUPERGLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (  # test sp
     TaskSpec("wic", ("word", "sentence1", "sentence2"), 2, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "wic")),
     TaskSpec("wsc", ("text", "span1_text", "span2_text"), 2, ("accuracy",), ("validation",),
              hub=(SUPERGLUE_HUB, "wsc.fixed")),
+    TaskSpec("copa", ("premise", "choice1", "choice2", "question"), 2, ("accuracy",), ("validation",),
+             hub=(SUPERGLUE_HUB, "copa")),  # multiple choice: tenpeft.lab.tasks.choices
     TaskSpec("multirc", ("paragraph", "question", "answer"), 2, ("accuracy",), ("validation",),
              hub=(SUPERGLUE_HUB, "multirc")),
 )}
