@@ -15,16 +15,24 @@ from tenpeft.lab.models import resolve_model
 from tenpeft.lab.provenance import provenance
 from tenpeft.lab.records import SCHEMA
 from tenpeft.lab.tasks.preference import METRICS, PREFERENCE_TASKS, load_preference
-from tenpeft.lab.trl_runs import (adapted_policy, check_trl_run, diverged, gradient_checkpointing, reference_context,
-                                 tokenizer_for, trl_arguments)
+from tenpeft.lab.trl_runs import (adapted_policy, check_trl_run, diverged, gradient_checkpointing, note_skipped,
+                                 reference_context, screened, tokenizer_for, trl_arguments)
 
 BETA = 0.1  # trl's default DPO temperature, recorded with each run
+
+
+def preference_data(spec, tokenizer):
+    """``(train, eval, skipped)``: the run's pairs without those whose prompt fills ``--max-length`` (trl would
+    cut both replies away), and how many of each split were skipped."""
+    train, held = load_preference(spec.task, spec.data.data_dir, spec.data.train_size, spec.data.eval_size,
+                                  spec.data.data_seed)
+    return screened(spec, tokenizer, train, held, ("chosen", "rejected"))
 
 
 def check_preference(spec) -> None:
     """What can fail before training: a decoder, trl installed, the data, the method on the meta device."""
     check_trl_run(spec, "preference optimisation", "DPO")
-    load_preference(spec.task, spec.data.data_dir, spec.data.train_size, spec.data.eval_size, spec.data.data_seed)
+    note_skipped(spec, preference_data(spec, tokenizer_for(resolve_model(spec.model)))[2])
 
 
 def _dpo_config(spec, output_dir: str, progress: bool):
@@ -60,8 +68,7 @@ def execute_preference(spec, accelerator, progress: bool = True) -> dict:
     start = time.perf_counter()
     source = resolve_model(spec.model)
     tokenizer = tokenizer_for(source)
-    train_rows, eval_rows = load_preference(spec.task, spec.data.data_dir, spec.data.train_size,
-                                            spec.data.eval_size, spec.data.data_seed)
+    train_rows, eval_rows, skipped = preference_data(spec, tokenizer)
     model, params = adapted_policy(spec, source)
     with tempfile.TemporaryDirectory() as scratch:
         with reference_context(model):
@@ -81,7 +88,8 @@ def execute_preference(spec, accelerator, progress: bool = True) -> dict:
             "score": {"metric": metric, "value": None if best is None else best["metrics"][metric]},
             "eval_split": {spec.task: PREFERENCE_TASKS[spec.task].eval_split}, "stages": None,
             "dpo": {"beta": BETA, "reference": "precomputed with the adapter disabled", "metrics": list(METRICS),
-                    "gradient_checkpointing": gradient_checkpointing()},
+                    "gradient_checkpointing": gradient_checkpointing(),
+                    "rows": {"train": len(train_rows), "eval": len(eval_rows)}, "skipped_rows": skipped},
             "timings": {"total_s": total, "train_s": train_s - eval_s, "eval_s": eval_s,
                         "steps_per_s": spec.train.max_steps / max(train_s - eval_s, 1e-9)},
             "provenance": provenance(accelerator)}

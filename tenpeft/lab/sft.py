@@ -12,7 +12,6 @@ This one sums the cross-entropy of every held-out completion token and divides b
 """
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import time
@@ -23,8 +22,9 @@ from tenpeft.lab.models import resolve_model
 from tenpeft.lab.provenance import provenance
 from tenpeft.lab.records import SCHEMA
 from tenpeft.lab.tasks.custom import task_label
-from tenpeft.lab.tasks.instruction import METRICS, eval_split_name, load_instruction, screen
-from tenpeft.lab.trl_runs import adapted_policy, check_trl_run, diverged, gradient_checkpointing, tokenizer_for, trl_arguments
+from tenpeft.lab.tasks.instruction import METRICS, eval_split_name, load_instruction
+from tenpeft.lab.trl_runs import (adapted_policy, check_trl_run, diverged, gradient_checkpointing, note_skipped, screened,
+                                 tokenizer_for, trl_arguments)
 
 IGNORE = -100  # the label of a token that is not trained or scored
 
@@ -33,24 +33,13 @@ def instruction_data(spec, tokenizer):
     """``(train, eval, skipped)``: the run's screened rows and how many of each split were skipped."""
     train, held = load_instruction(spec.task, spec.data.data_dir, tokenizer, spec.data.train_size,
                                    spec.data.eval_size, spec.data.data_seed)
-    train, skip_train = screen(train, tokenizer, spec.train.max_length, f"{spec.task} training rows")
-    held, skip_eval = screen(held, tokenizer, spec.train.max_length, f"{spec.task} held-out rows")
-    return train, held, {"train": skip_train, "eval": skip_eval}
+    return screened(spec, tokenizer, train, held, ("completion",))
 
 
 def check_instruction(spec) -> None:
     """What can fail before training: a decoder, trl installed, the method, the data (read and tokenized)."""
     check_trl_run(spec, "instruction tuning", "SFT")
-    _, _, skipped = instruction_data(spec, tokenizer_for(resolve_model(spec.model)))
-    if any(skipped.values()):
-        _note(f"note: {spec.task}: skipping {skipped['train']} training and {skipped['eval']} held-out row(s) whose "
-              f"prompt fills --max-length {spec.train.max_length}")
-
-
-@functools.lru_cache(maxsize=None)
-def _note(text: str) -> None:
-    """Print ``text`` to stderr once (every run of a study checks the same data)."""
-    print(text, file=sys.stderr)
+    note_skipped(spec, instruction_data(spec, tokenizer_for(resolve_model(spec.model)))[2])
 
 
 def sft_config(spec, output_dir: str, progress: bool):

@@ -8,7 +8,9 @@ memory binds; off on CPU, where it only costs a recomputed forward per step) and
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import sys
 
 import torch
 
@@ -16,6 +18,29 @@ import tenpeft
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.adapt import apply_method, count_parameters
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, resolve_model
+
+
+def screened(spec, tokenizer, train, held, replies: tuple[str, ...]):
+    """``(train, held, skipped)``: both splits without the rows whose prompt fills ``--max-length`` (see
+    ``tasks.instruction.screen``), and how many of each were skipped, as records keep it."""
+    from tenpeft.lab.tasks.instruction import screen
+
+    train, skip_train = screen(train, tokenizer, spec.train.max_length, f"{spec.task} training rows", replies)
+    held, skip_eval = screen(held, tokenizer, spec.train.max_length, f"{spec.task} held-out rows", replies)
+    return train, held, {"train": skip_train, "eval": skip_eval}
+
+
+def note_skipped(spec, skipped: dict) -> None:
+    """Say on stderr, once per task and length, how many rows ``screened`` skipped (if any)."""
+    if any(skipped.values()):
+        _note(f"note: {spec.task}: skipping {skipped['train']} training and {skipped['eval']} held-out row(s) whose "
+              f"prompt fills --max-length {spec.train.max_length}")
+
+
+@functools.lru_cache(maxsize=None)
+def _note(text: str) -> None:
+    """Print ``text`` to stderr once (every run of a study checks the same data)."""
+    print(text, file=sys.stderr)
 
 
 def gradient_checkpointing() -> bool:

@@ -77,6 +77,7 @@ def test_preference_study_writes_records_and_a_figure_and_resumes(tmp_path, monk
         assert [e["step"] for e in record["history"]] == [1, 2]
         assert record["best"]["val_loss"] == record["best"]["metrics"]["dpo_loss"] > 0
         assert record["dpo"]["reference"] == "precomputed with the adapter disabled"
+        assert record["dpo"]["rows"] == {"train": 8, "eval": 4} and record["dpo"]["skipped_rows"] == {"train": 0, "eval": 0}
         assert 0 < record["timings"]["eval_s"] < record["timings"]["total_s"]
     by_rank = {(r["config"]["method"], r["config"]["axes"]["rank"]): r["params"]["trainable"] for r in records}
     assert by_rank[("lora", 1)] < by_rank[("lora", 2)] and by_rank[("lorta", 1)] < by_rank[("lorta", 2)]
@@ -103,3 +104,40 @@ def test_bad_runs_fail_before_any_compute(case, tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "res" / "preference").exists()
+
+
+def _spec(data, max_length: int = 32):
+    from tenpeft.lab.run import DataConfig, RunSpec, TrainConfig
+
+    return RunSpec(study="preference", model="tiny-llama", task="hh_harmless", method="lora",
+                   train=TrainConfig(max_steps=1, batch_size=2, max_length=max_length),
+                   data=DataConfig(data_dir=str(data), train_size=None, eval_size=None))
+
+
+def _long_every_third(i: int) -> dict:
+    ask = "\n\nHuman: " + ("a very long question " * 20 if i % 3 == 0 else f"short {i}")
+    return {"chosen": f"{ask}\n\nAssistant: yes", "rejected": f"{ask}\n\nAssistant: no"}
+
+
+def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tmp_path):
+    from tenpeft.lab.dpo import preference_data
+    from tenpeft.lab.trl_runs import tokenizer_for
+
+    write_pairs(tmp_path, row=_long_every_third)
+    tokenizer = tokenizer_for(run_module.resolve_model("tiny-llama"))
+    train, held, skipped = preference_data(_spec(tmp_path), tokenizer)
+    assert skipped == {"train": 4, "eval": 2} and (len(train), len(held)) == (8, 4)  # rows 0, 3, 6, 9 / 0, 3
+    assert all(len(tokenizer(r["prompt"])["input_ids"]) < 32 for r in (*train, *held))
+
+
+@pytest.mark.parametrize("row, message", [
+    (lambda i: {"chosen": "\n\nHuman: " + "word " * 60 + "\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: b"},
+     "every prompt fills --max-length 32"),
+    (lambda i: {"chosen": "\n\nHuman: hi\n\nAssistant: fine", "rejected": "\n\nHuman: hi\n\nAssistant: "},
+     "row 0 has no reply \\(empty rejected\\)")])
+def test_pairs_that_leave_nothing_to_score_are_refused_before_training(tmp_path, row, message):
+    from tenpeft.lab.dpo import check_preference
+
+    write_pairs(tmp_path, row=row)
+    with pytest.raises(TenpeftError, match=message):
+        check_preference(_spec(tmp_path))

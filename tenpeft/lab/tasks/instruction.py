@@ -175,13 +175,15 @@ def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = No
     return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)
 
 
-def screen(rows, tokenizer, max_length: int, where: str):
-    """``(rows, skipped)``: the rows whose prompt leaves room for the reply within ``max_length`` tokens, and
-    how many were skipped. A row without a reply, or no row left, is a TenpeftError."""
+def screen(rows, tokenizer, max_length: int, where: str, replies: tuple[str, ...] = ("completion",)):
+    """``(rows, skipped)``: the rows whose prompt leaves room for a reply token within ``max_length`` tokens,
+    and how many were skipped (trl would truncate their replies away). A row with an empty reply column (of
+    ``replies``), or no row left, is a TenpeftError."""
     keep = []
     for i, row in enumerate(rows):
-        if not row["completion"].strip():
-            raise TenpeftError(f"{where}: row {i} has no reply (empty completion), so nothing of it would be "
+        empty = [c for c in replies if not row[c].strip()]
+        if empty:
+            raise TenpeftError(f"{where}: row {i} has no reply (empty {empty[0]}), so nothing of it would be "
                                f"trained or scored; fill or drop it")
         keep.append(len(tokenizer(row["prompt"])["input_ids"]) < max_length)
     if not any(keep):
