@@ -9,6 +9,7 @@ rows). Measured: 13.6 min on 2 CPU cores (docs/studies.md).
 
     python studies/instruction_tuning.py --data-dir ../shared/data/preference
     python studies/instruction_tuning.py --tasks local:my_rows.jsonl          # instruction/input/output or messages
+    python studies/instruction_tuning.py --tasks squad --data-dir DIR         # scored by generation: F1, exact match
     python studies/instruction_tuning.py --model meta-llama/Llama-2-7b-hf --paper   # alpaca_cleaned; a GPU
 
 --paper: the LoRTA paper's instruction-tuning run (its Fig. 2: Llama-2-7B on Alpaca-cleaned), with the values

@@ -76,8 +76,9 @@ def completion_ce(model, loader) -> tuple[float, int]:
     return total / max(count, 1), count
 
 
-def _evaluator(trainer, every: int, out: list):
-    """A trl callback appending ``(step, ce, tokens, seconds)`` to ``out`` every ``every`` steps and at the end."""
+def _evaluator(trainer, every: int, out: list, scorer=None):
+    """A trl callback appending ``(step, ce, tokens, seconds, extra)`` to ``out`` every ``every`` steps and at
+    the end; ``extra`` is ``scorer(model)`` (a generation task's exact match and F1), else empty."""
     from transformers import TrainerCallback
 
     class Evaluate(TrainerCallback):
@@ -85,7 +86,8 @@ def _evaluator(trainer, every: int, out: list):
             if state.global_step % every == 0 or state.global_step == state.max_steps:
                 start = time.perf_counter()
                 ce, tokens = completion_ce(trainer.model, trainer.get_eval_dataloader())
-                out.append((state.global_step, ce, tokens, time.perf_counter() - start))
+                extra = scorer(trainer.model) if scorer else {}
+                out.append((state.global_step, ce, tokens, time.perf_counter() - start, extra))
 
     return Evaluate()
 
@@ -93,13 +95,37 @@ def _evaluator(trainer, every: int, out: list):
 def _history(evaluations: list, log: list[dict]) -> list[dict]:
     """One entry per evaluation in the lab's shape, the training loss the last trl logged by then."""
     out = []
-    for step, ce, tokens, _ in evaluations:
+    for step, ce, tokens, _, extra in evaluations:
         losses = [e["loss"] for e in log if "loss" in e and e["step"] <= step]
         metrics = {"completion_ce": ce, "perplexity": math.exp(ce) if ce < math.log(sys.float_info.max) else math.inf,
-                   "eval_tokens": tokens}
+                   "eval_tokens": tokens, **extra}
         out.append({"step": step, "train_loss": losses[-1] if losses else None,
                     "val_loss": ce if math.isfinite(ce) else None, "metrics": metrics})
     return out
+
+
+def _generation_scorer(spec, tokenizer, held):
+    """``(held without answers, scorer)``: for a generation task, the held-out rows trl may read and the
+    function that answers their prompts by generation and scores them (``tasks.generation``); else
+    ``(held, None)``."""
+    if "answers" not in held.column_names:
+        return held, None
+    from tenpeft.lab.tasks.generation import generate_answers, qa_metrics
+
+    prompts, answers = held["prompt"], held["answers"]
+
+    def scorer(model) -> dict:
+        return qa_metrics(generate_answers(model, tokenizer, prompts, spec.train.max_length), answers)
+
+    return held.remove_columns("answers"), scorer
+
+
+def _score(spec, best) -> dict:
+    """The record's score: F1 for a generation task (higher is better), else the completion CE (lower)."""
+    from tenpeft.lab.tasks.generation import is_generation
+
+    metric, higher = ("f1", True) if is_generation(spec.task) else (METRICS[0], False)
+    return {"metric": metric, "value": None if best is None else best["metrics"][metric], "higher_is_better": higher}
 
 
 def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
@@ -113,11 +139,13 @@ def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
     source = resolve_model(spec.model)
     tokenizer = tokenizer_for(source)
     train, held, skipped = instruction_data(spec, tokenizer)
+    held, scorer = _generation_scorer(spec, tokenizer, held)
+    train = train.remove_columns([c for c in train.column_names if c == "answers"])
     model, params = adapted_policy(spec, source)
     evaluations: list = []
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build_trainer(spec, model, tokenizer, train, held, scratch, progress)
-        trainer.add_callback(_evaluator(trainer, spec.train.eval_every, evaluations))
+        trainer.add_callback(_evaluator(trainer, spec.train.eval_every, evaluations, scorer))
         train_start = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - train_start  # the evaluations included
@@ -127,11 +155,11 @@ def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
     eval_s = sum(e[3] for e in evaluations)
     return {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if stopped else "ok",
             "diverged": stopped, "config": spec.config(), "params": params, "history": history, "best": best,
-            "score": {"metric": METRICS[0], "value": None if best is None else best["metrics"][METRICS[0]],
-                      "higher_is_better": False},
+            "score": _score(spec, best),
             "eval_split": {task_label(spec.task): eval_split_name(spec.task)}, "stages": None,
             "sft": {"loss": "completion tokens only (completion_only_loss)", "metrics": list(METRICS),
                     "ce": "token-weighted mean over held-out completion tokens", "packing": False,
+                    "generation": None if scorer is None else "greedy to a newline or EOS; exact match and F1 (tasks.generation)",
                     "padding_free": False, "gradient_checkpointing": gradient_checkpointing(),
                     "rows": {"train": len(train), "eval": len(held)}, "skipped_rows": skipped},
             "timings": {"total_s": time.perf_counter() - start, "train_s": train_s - eval_s, "eval_s": eval_s,

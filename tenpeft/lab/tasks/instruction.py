@@ -46,9 +46,11 @@ INSTRUCTION_TASKS = {t.name: t for t in (InstructionTask("alpaca_cleaned", hub="
 
 
 def is_instruction(name: str) -> bool:
-    """Whether ``name`` is an instruction task (these never chain with others): a named one, ``local:PATH``
-    or a task file of kind ``lm``."""
-    return name in INSTRUCTION_TASKS or name.startswith(LOCAL) or _lm_file(name) is not None
+    """Whether ``name`` is an instruction task (these never chain with others): a named one, ``local:PATH``,
+    a task file of kind ``lm``, or a generation task (``tasks.generation``: trained the same way)."""
+    from tenpeft.lab.tasks.generation import is_generation
+
+    return name in INSTRUCTION_TASKS or name.startswith(LOCAL) or _lm_file(name) is not None or is_generation(name)
 
 
 def _lm_file(name: str):
@@ -64,7 +66,10 @@ def _lm_file(name: str):
 def eval_split_name(name: str) -> str:
     """What a record names as the held-out split of task ``name``."""
     from tenpeft.lab.tasks.data import HELD_OUT
+    from tenpeft.lab.tasks.generation import GENERATION_TASKS
 
+    if name in GENERATION_TASKS:
+        return GENERATION_TASKS[name].eval_split
     task = INSTRUCTION_TASKS.get(name)
     return task.eval_split if task and task.eval_split else HELD_OUT
 
@@ -159,12 +164,16 @@ def _read_task_file(file):
 
 def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
                      data_seed: int = 0):
-    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name``, subsampled to their sizes
-    (None: every row; a train-only source: the held-out rows carved from it) by ``data_seed``."""
+    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name`` (a generation task's also keep
+    ``answers``), subsampled to their sizes (None: every row; a train-only source: the held-out rows carved
+    from it) by ``data_seed``."""
     if not is_instruction(name):
-        raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
+        raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)}, squad, drop or local:PATH")
     from tenpeft.lab.tasks.data import carve_held_out, subsample
+    from tenpeft.lab.tasks.generation import is_generation, load_generation
 
+    if is_generation(name):  # with an ``answers`` column beside prompt and completion
+        return load_generation(name, data_dir, train_size, eval_size, data_seed)
     read = _read(name, None if data_dir is None else os.fspath(data_dir))
     dialogue = name == "hh_chosen"
     (train, where), held = read["train"], read.get("eval")

@@ -1,0 +1,161 @@
+"""Question answering by generation (SQuAD and DROP, as MeZO formats them for LoRETTA's LLaMA runs).
+
+A row becomes trl's ``prompt`` / ``completion`` (MeZO's ``SQuADv2Template`` / ``DROPTemplate``: the prompt ends
+in ``"Answer:"``, the completion is ``" <first answer>\\n"``) and keeps every gold answer in ``answers``. It is
+trained like an instruction task (``tenpeft.lab.sft``: the loss on the completion tokens only) and scored by
+greedy generation: at most ``MAX_NEW_TOKENS`` new tokens, stopped at a newline or EOS, compared with each gold
+answer after SQuAD's normalization (lower case, no punctuation, no articles, single spaces); a prediction's
+exact match and token F1 are its best over the gold answers (MeZO's ``metrics.py``). F1 is the headline.
+
+Data: ``<data_dir>/<task>/{train,validation}.jsonl`` with the Hub's columns, else the Hub (``rajpurkar/squad``,
+``ucinlp/drop``).
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from tenpeft.errors import TenpeftError
+
+MAX_NEW_TOKENS = 50  # MeZO's --max_new_tokens
+METRICS = ("f1", "em", "completion_ce", "perplexity")  # the headline first; higher is better for f1 and em
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """A generation dataset: its Hub id, the columns a row needs, the prompt and the gold answers of a row."""
+
+    name: str
+    hub: str
+    columns: tuple[str, ...]
+    prompt: Callable[[Mapping], str]
+    answers: Callable[[Mapping], list[str]]
+    eval_split: str = "validation"
+    headline_metric: str = METRICS[0]
+
+
+def _squad_prompt(row: Mapping) -> str:
+    return f"Title: {row['title']}\nContext: {row['context']}\nQuestion: {row['question'].strip()}\nAnswer:"
+
+
+def _drop_prompt(row: Mapping) -> str:
+    return f"Passage: {row['passage']}\nQuestion: {row['question'].strip()}\nAnswer:"
+
+
+GENERATION_TASKS = {t.name: t for t in (
+    GenerationTask("squad", "rajpurkar/squad", ("title", "context", "question", "answers"), _squad_prompt,
+                   lambda row: list(row["answers"]["text"])),
+    GenerationTask("drop", "ucinlp/drop", ("passage", "question", "answers_spans"), _drop_prompt,
+                   lambda row: list(row["answers_spans"]["spans"])),
+)}
+
+
+def is_generation(name: str) -> bool:
+    """Whether ``name`` is a generation task (trained as an instruction task, scored by generation)."""
+    return name in GENERATION_TASKS
+
+
+def _read(task: GenerationTask, data_dir: str | None) -> dict:
+    import datasets
+
+    if data_dir is None:
+        found = datasets.load_dataset(task.hub)
+        return {s: (found[s], f"hub:{task.hub} split {s}") for s in ("train", task.eval_split)}
+    out = {}
+    for split in ("train", task.eval_split):
+        path = Path(data_dir) / task.name / f"{split}.jsonl"
+        if not path.is_file():
+            raise TenpeftError(f"no {path}: task {task.name!r} reads <data-dir>/{task.name}/{split}.jsonl "
+                               f"(the Hub's {task.hub} columns {list(task.columns)})")
+        out[split] = (datasets.Dataset.from_json(str(path)), str(path))
+    return out
+
+
+def _as_rows(task: GenerationTask, rows, where: str):
+    missing = sorted(set(task.columns) - set(rows.column_names))
+    if missing:
+        raise TenpeftError(f"{where} has no column(s) {missing} (it has {rows.column_names}); task {task.name!r} "
+                           f"needs {list(task.columns)}, as {task.hub} has them")
+
+    def convert(row, index):
+        answers = [a for a in task.answers(row) if a.strip()]
+        if not answers:
+            raise TenpeftError(f"{where}: row {index} has no gold answer, so it can be neither trained nor scored; "
+                               f"drop it")
+        return {"prompt": task.prompt(row), "completion": f" {answers[0]}\n", "answers": answers}
+
+    return rows.map(convert, with_indices=True, remove_columns=rows.column_names)
+
+
+def load_generation(name: str, data_dir, train_size: int | None = None, eval_size: int | None = None,
+                    data_seed: int = 0):
+    """``(train, eval)`` of ``prompt``/``completion``/``answers`` rows of task ``name``, each subsampled to its
+    size (None: every row) by ``data_seed``."""
+    from tenpeft.lab.tasks.data import subsample
+
+    task = GENERATION_TASKS[name]
+    read = _read(task, None if data_dir is None else str(data_dir))
+    return tuple(_as_rows(task, subsample(rows, size, data_seed), where)
+                 for (rows, where), size in ((read["train"], train_size), (read[task.eval_split], eval_size)))
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalization: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def qa_scores(prediction: str, answers: list[str]) -> tuple[float, float]:
+    """``(exact match, token F1)`` of ``prediction``, each the best over the gold ``answers``."""
+    pred = normalize_answer(prediction)
+    em = max(float(pred == normalize_answer(a)) for a in answers)
+    f1 = 0.0
+    for answer in answers:
+        common = Counter(pred.split()) & Counter(normalize_answer(answer).split())
+        same = sum(common.values())
+        if same:
+            precision, recall = same / len(pred.split()), same / len(normalize_answer(answer).split())
+            f1 = max(f1, 2 * precision * recall / (precision + recall))
+    return em, f1
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    """The newline's token (if the tokenizer has one) and EOS: where MeZO's generation stops."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    return [i for i in (newline[-1] if newline else None, tokenizer.eos_token_id) if i is not None]
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str], max_length: int) -> list[str]:
+    """Greedy answers to ``prompts``, one at a time: at most ``MAX_NEW_TOKENS`` new tokens within
+    ``max_length``, stopped at a newline or EOS, decoded without special tokens, first line, stripped."""
+    from tenpeft.lab.tasks.prompts import leading_special_ids
+
+    was_training, device, prefix = model.training, next(model.parameters()).device, leading_special_ids(tokenizer)
+    model.eval()
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
+        budget = min(MAX_NEW_TOKENS, max_length - ids.shape[1])
+        if budget < 1:
+            out.append("")
+            continue
+        tokens = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=budget,
+                                eos_token_id=_stop_ids(tokenizer) or None, pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(tokens[0, ids.shape[1]:], skip_special_tokens=True)
+        out.append(text.strip().split("\n")[0].strip())
+    model.train(was_training)
+    return out
+
+
+def qa_metrics(predictions: list[str], answers: list[list[str]]) -> dict:
+    """Mean exact match and F1 over the held-out rows, and how many predictions were empty (scored 0)."""
+    scores = [qa_scores(p, a) if p else (0.0, 0.0) for p, a in zip(predictions, answers)]
+    return {"em": sum(s[0] for s in scores) / len(scores), "f1": sum(s[1] for s in scores) / len(scores),
+            "empty_generations": sum(1 for p in predictions if not p)}
