@@ -121,10 +121,11 @@ def _generation_scorer(spec, tokenizer, held):
 
 
 def _score(spec, best) -> dict:
-    """The record's score: F1 for a generation task (higher is better), else the completion CE (lower)."""
-    from tenpeft.lab.tasks.generation import is_generation
+    """The record's score: a generation task's headline (F1, higher is better), else the completion CE (lower)."""
+    from tenpeft.lab.tasks.generation import GENERATION_TASKS
 
-    metric, higher = ("f1", True) if is_generation(spec.task) else (METRICS[0], False)
+    task = GENERATION_TASKS.get(spec.task)
+    metric, higher = (task.headline_metric, True) if task else (METRICS[0], False)
     return {"metric": metric, "value": None if best is None else best["metrics"][metric], "higher_is_better": higher}
 
 
@@ -140,7 +141,7 @@ def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
     tokenizer = tokenizer_for(source)
     train, held, skipped = instruction_data(spec, tokenizer)
     held, scorer = _generation_scorer(spec, tokenizer, held)
-    train = train.remove_columns([c for c in train.column_names if c == "answers"])
+    train = train.remove_columns("answers") if scorer else train  # trl reads prompt and completion only
     model, params = adapted_policy(spec, source)
     evaluations: list = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -159,7 +160,8 @@ def execute_instruction(spec, accelerator, progress: bool = True) -> dict:
             "eval_split": {task_label(spec.task): eval_split_name(spec.task)}, "stages": None,
             "sft": {"loss": "completion tokens only (completion_only_loss)", "metrics": list(METRICS),
                     "ce": "token-weighted mean over held-out completion tokens", "packing": False,
-                    "generation": None if scorer is None else "greedy to a newline or EOS; exact match and F1 (tasks.generation)",
+                    "generation": None if scorer is None else
+                    "greedy to a newline or EOS; exact match and F1 (tasks.generation)",
                     "padding_free": False, "gradient_checkpointing": gradient_checkpointing(),
                     "rows": {"train": len(train), "eval": len(held)}, "skipped_rows": skipped},
             "timings": {"total_s": time.perf_counter() - start, "train_s": train_s - eval_s, "eval_s": eval_s,

@@ -75,8 +75,8 @@ def _encode_row(prompt: ChoicePrompt, tokenizer, row: Mapping, prefix: list[int]
     if bad:
         k = bad[0]
         raise TenpeftError(f"example {index}: candidate {k} ({fulls[k]!r}) has {lens[k]} token(s) after its context; "
-                           f"a candidate needs at least 1, fewer than the {budget} that --max-length leaves, and a token before it; "
-                           f"fix the row or raise --max-length")
+                           f"a candidate needs at least 1, fewer than the {budget} that --max-length leaves, and a "
+                           f"token before it; fix the row or raise --max-length")
     return [prefix + full[-budget:] for full in ids], lens
 
 

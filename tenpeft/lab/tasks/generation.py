@@ -25,6 +25,7 @@ from tenpeft.errors import TenpeftError
 
 MAX_NEW_TOKENS = 50  # MeZO's --max_new_tokens
 METRICS = ("f1", "em", "completion_ce", "perplexity")  # the headline first; higher is better for f1 and em
+_PUNCTUATION = frozenset(string.punctuation)
 
 
 @dataclass(frozen=True)
@@ -107,22 +108,21 @@ def load_generation(name: str, data_dir, train_size: int | None = None, eval_siz
 
 def normalize_answer(text: str) -> str:
     """SQuAD's normalization: lower case, no punctuation, no articles (a, an, the), single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
 def qa_scores(prediction: str, answers: list[str]) -> tuple[float, float]:
     """``(exact match, token F1)`` of ``prediction``, each the best over the gold ``answers``."""
     pred = normalize_answer(prediction)
-    em = max(float(pred == normalize_answer(a)) for a in answers)
+    golds = [normalize_answer(a) for a in answers]
     f1 = 0.0
-    for answer in answers:
-        common = Counter(pred.split()) & Counter(normalize_answer(answer).split())
-        same = sum(common.values())
+    for gold in golds:
+        same = sum((Counter(pred.split()) & Counter(gold.split())).values())
         if same:
-            precision, recall = same / len(pred.split()), same / len(normalize_answer(answer).split())
+            precision, recall = same / len(pred.split()), same / len(gold.split())
             f1 = max(f1, 2 * precision * recall / (precision + recall))
-    return em, f1
+    return max(float(pred == gold) for gold in golds), f1
 
 
 def _stop_ids(tokenizer) -> list[int]:
