@@ -79,35 +79,51 @@ class TrainResult:
     diverged: dict | None = None
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Cross-entropy for classification, mean squared error for regression (STS-B)."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for classification, mean squared error for regression (STS-B); ``reduction`` as torch's."""
     if regression:
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
+
+
+NOT_INPUTS = ("labels", "gold")  # batch keys the model does not read
 
 
 def _forward(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in NOT_INPUTS}
     return model(**inputs).logits, batch["labels"]
+
+
+def predict(logits: torch.Tensor, batch: dict, regression: bool) -> torch.Tensor:
+    """Each example's prediction: its score (regression) or its argmax class; where the batch marks several
+    correct candidates (``gold``, ReCoRD), a prediction among them counts as the label (MeZO's accuracy)."""
+    if regression:
+        return logits.squeeze(-1)
+    pred = logits.argmax(-1)
+    if "gold" in batch:
+        hit = batch["gold"].gather(-1, pred[:, None]).squeeze(-1)
+        pred = torch.where(hit, batch["labels"], pred)
+    return pred
 
 
 @torch.no_grad()
 def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict]:
-    """Validation loss (example-weighted) and the task's metrics over every process's examples."""
+    """Validation loss (example-weighted) and the task's metrics over every process's examples; each process
+    reduces its batch to per-example losses and predictions first, so candidate counts may differ."""
     from tenpeft.lab.tasks import compute_metrics
 
     model.eval()
-    predictions, labels, loss_sum, count = [], [], 0.0, 0
+    predictions, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         logits, y = _forward(model, batch)
-        logits, y = accelerator.gather_for_metrics((logits.float(), y))
-        loss_sum += task_loss(logits, y, task.is_regression).item() * len(y)
-        count += len(y)
-        predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(-1))
+        loss = task_loss(logits, y, task.is_regression, reduction="none")
+        loss, pred, y = accelerator.gather_for_metrics((loss, predict(logits.float(), batch, task.is_regression), y))
+        losses.append(loss)
+        predictions.append(pred)
         labels.append(y)
     model.train()
     pred, gold = torch.cat(predictions).cpu().numpy(), torch.cat(labels).cpu().numpy()
-    return loss_sum / count, compute_metrics(task, pred, gold)
+    return torch.cat(losses).mean().item(), compute_metrics(task, pred, gold)
 
 
 def _batches(loader):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 
 from tenpeft.errors import TenpeftError
@@ -34,10 +33,7 @@ VERBALIZERS = {"boolq": ("No", "Yes"), "cb": ("Yes", "No", "Maybe"), "wic": ("No
                "multirc": ("No", "Yes")}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
-    monkeypatch.delenv("TENPEFT_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def write_folder(root: Path, task: str, n: int = 8, test_split: bool = True) -> Path:

@@ -7,7 +7,6 @@ import csv
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 
 from tenpeft.errors import TenpeftError
@@ -23,9 +22,7 @@ FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size",
 WORDS = "good bad great awful film plot fine dull".split()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def write_reviews(path: Path, n: int = 16, labels=("bad", "good")) -> Path:

@@ -21,11 +21,7 @@ GLUE = paths.SHARED_GLUE
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason=f"shared GLUE data not found at {GLUE}")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
-    """Keep datasets' Arrow cache out of ~/.cache and ignore a TENPEFT_DATA_DIR set by the caller."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
-    monkeypatch.delenv("TENPEFT_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -1,5 +1,5 @@
-"""Multiple-choice prompt tasks for decoder LMs (COPA, as MeZO formats it for LoRETTA's LLaMA runs): each
-example has its own candidate texts, and a candidate's score is the mean log-likelihood of its tokens after
+"""Multiple-choice prompt tasks for decoder LMs (COPA and ReCoRD, as MeZO formats them for LoRETTA's LLaMA
+runs): each example has its own candidate texts (ReCoRD: one per entity of its passage, any of several correct), and a candidate's score is the mean log-likelihood of its tokens after
 the shared context (MeZO's ``one_step_pred`` and ``--train_as_classification``)."""
 from __future__ import annotations
 
@@ -46,7 +46,23 @@ def _copa_candidates(example: Mapping) -> list[str]:
     return [_copa_context(example) + _lower_first_word(example[c]) for c in ("choice1", "choice2")]
 
 
-CHOICES: dict[str, ChoicePrompt] = {"copa": ChoicePrompt(_copa_context, _copa_candidates)}
+def _record_passage(example: Mapping) -> str:
+    return example["passage"].replace("@highlight\n", "- ")
+
+
+def _record_context(example: Mapping) -> str:
+    """MeZO's ReCoRDTemplateGPT3.encode: the passage with its highlights as "- " lines, then a new "-" line."""
+    return f"{_record_passage(example)}\n-"
+
+
+def _record_candidates(example: Mapping) -> list[str]:
+    """MeZO's ReCoRDTemplateGPT3.verbalize: the query with ``@placeholder`` replaced by each entity."""
+    return [f"{_record_passage(example)}\n- {example['query'].replace('@placeholder', entity)}"
+            for entity in example["entities"]]
+
+
+CHOICES: dict[str, ChoicePrompt] = {"copa": ChoicePrompt(_copa_context, _copa_candidates),
+                                    "record": ChoicePrompt(_record_context, _record_candidates)}
 
 
 def is_choice_task(task) -> bool:
@@ -83,7 +99,8 @@ def _encode_row(prompt: ChoicePrompt, tokenizer, row: Mapping, prefix: list[int]
 def encode_choices(task, tokenizer, dataset: datasets.Dataset, max_length: int = 256) -> datasets.Dataset:
     """``dataset`` as candidate texts for a decoder LM: columns input_ids (one token list per candidate,
     after the tokenizer's leading special tokens), option_lens (the scored tokens at the end of each) and
-    ``labels`` (the correct candidate's index); scored by :class:`tenpeft.lab.models.ChoiceScorer`."""
+    ``labels`` (the correct candidate's index; for a task with several correct answers (ReCoRD) the first's,
+    and a ``gold`` column of every correct candidate's index); scored by :class:`tenpeft.lab.models.ChoiceScorer`."""
     spec = get_task(task)
     prompt = get_choices(spec)
     check_encodable(spec, dataset, max_length)
@@ -93,17 +110,27 @@ def encode_choices(task, tokenizer, dataset: datasets.Dataset, max_length: int =
     def tokenize(batch: dict, indices: list[int]) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         encoded = [_encode_row(prompt, tokenizer, row, prefix, budget, i) for row, i in zip(rows, indices)]
-        return {"input_ids": [e[0] for e in encoded], "option_lens": [e[1] for e in encoded],
-                "labels": np.asarray(batch["label"], dtype=np.int64)}
+        out = {"input_ids": [e[0] for e in encoded], "option_lens": [e[1] for e in encoded],
+               "labels": np.asarray(batch["label"], dtype=np.int64)}
+        if spec.answers:
+            out["gold"] = [_gold(row, *spec.answers) for row in rows]
+        return out
 
     return dataset.map(tokenize, batched=True, with_indices=True, remove_columns=dataset.column_names,
                        desc=f"candidates of {spec.name}")
 
 
+def _gold(row: Mapping, candidates: str, answers: str) -> list[int]:
+    """The indices of every candidate that is a correct answer (MeZO: a prediction among them is correct)."""
+    correct = set(row[answers])
+    return [k for k, option in enumerate(row[candidates]) if option in correct]
+
+
 @dataclass
 class ChoiceCollator:
     """Pads a batch of :func:`encode_choices` rows to ``[batch, candidates, tokens]`` (right padding; a
-    missing candidate has option length 0); a module-level class so DataLoader workers can pickle it."""
+    missing candidate has option length 0), with ``gold`` a ``[batch, candidates]`` mask of the correct
+    candidates when the rows have one; a module-level class so DataLoader workers can pickle it."""
 
     pad_token_id: int
 
@@ -121,4 +148,9 @@ class ChoiceCollator:
                 attention_mask[i, k, :len(ids)] = 1
             option_lens[i, :len(f["option_lens"])] = torch.as_tensor(f["option_lens"])
         labels = torch.as_tensor([f["labels"] for f in features], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "option_lens": option_lens, "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "option_lens": option_lens, "labels": labels}
+        if "gold" in features[0]:
+            batch["gold"] = torch.zeros((b, c), dtype=torch.bool)
+            for i, f in enumerate(features):
+                batch["gold"][i, f["gold"]] = True
+        return batch

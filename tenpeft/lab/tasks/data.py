@@ -195,6 +195,8 @@ def read_data_file(path: Path) -> datasets.Dataset:
 
 
 def _validate(spec: TaskSpec, ds: datasets.Dataset, where: str) -> datasets.Dataset:
+    if spec.answers:
+        ds = _answers_as_label(spec, ds, where)
     needed = [*spec.text_columns, "label"]
     missing = [c for c in needed if c not in ds.column_names]
     if missing:
@@ -209,12 +211,36 @@ def _validate(spec: TaskSpec, ds: datasets.Dataset, where: str) -> datasets.Data
         _check_no_nulls(values, col, where)
     labels = ds.with_format("arrow")["label"]
     _check_no_nulls(labels, "label", where)
-    _check_labels(spec, labels, where)
-    ds = ds.select_columns([*spec.text_columns, "label", *(["idx"] if "idx" in ds.column_names else [])])
+    if not spec.answers:  # a derived label is a candidate index by construction
+        _check_labels(spec, labels, where)
+    kept = spec.answers or (["idx"] if "idx" in ds.column_names else [])
+    ds = ds.select_columns([*spec.text_columns, "label", *kept])
     dtype = "float32" if spec.is_regression else "int64"
     if labels.type != pa.type_for_alias(dtype):  # ClassLabel (hub) is int64 underneath and stays as is
         ds = ds.cast_column("label", datasets.Value(dtype))
     return ds
+
+
+def _answers_as_label(spec: TaskSpec, ds: datasets.Dataset, where: str) -> datasets.Dataset:
+    """A per-row-candidates task (ReCoRD) with ``label``: the index of its first correct answer among the
+    row's candidates, the training target of MeZO's ``--train_as_classification``."""
+    candidates, answers = spec.answers
+    missing = [c for c in (*spec.text_columns, candidates, answers) if c not in ds.column_names]
+    if missing:
+        raise TenpeftError(f"{where} lacks column(s) {missing} that task {spec.name!r} needs "
+                           f"({', '.join((*spec.text_columns, candidates, answers))}); columns found: {ds.column_names}")
+    labels = []
+    for row, (options, gold) in enumerate(zip(ds[candidates], ds[answers])):
+        for col, values in ((candidates, options), (answers, gold)):
+            if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+                raise TenpeftError(f"column {col!r} of {where} in row {row} (0-based) is {values!r}; expected a "
+                                   f"non-empty list of strings; fix the row or drop it")
+        absent = [g for g in gold if g not in options]
+        if absent:
+            raise TenpeftError(f"row {row} (0-based) of {where}: answer {absent[0]!r} is not among its {candidates} "
+                               f"{options}; every correct answer must be a candidate; fix the row or drop it")
+        labels.append(options.index(gold[0]))
+    return ds.remove_columns([c for c in ("label",) if c in ds.column_names]).add_column("label", labels)
 
 
 def _check_no_nulls(values, col: str, where: str) -> None:

@@ -29,7 +29,11 @@ class TaskFile:
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: its name (a GLUE task's ``glue`` config name), text columns, label count, metrics
-    (headline first), evaluation splits in order of preference, and for a task-file task its file."""
+    (headline first), evaluation splits in order of preference, and for a task-file task its file.
+
+    ``answers`` names a multiple-choice task whose candidates vary per row (ReCoRD): its
+    ``(candidates column, correct-answers column)``, both lists of strings; such a task has no ``label``
+    column (its ``label`` is derived: the first correct candidate's index) and ``num_labels`` 0."""
 
     name: str
     text_columns: tuple[str, ...]
@@ -38,6 +42,7 @@ class TaskSpec:
     eval_splits: tuple[str, ...] = DEFAULT_EVAL_SPLITS
     file: TaskFile | None = None
     hub: tuple[str, str] | None = None
+    answers: tuple[str, str] | None = None
 
     @property
     def hub_source(self) -> tuple[str, str]:
@@ -46,8 +51,9 @@ class TaskSpec:
 
     @property
     def encoder_ready(self) -> bool:
-        """Whether a sequence classifier can read it: one text or a pair (more columns need a prompt)."""
-        return len(self.text_columns) <= 2
+        """Whether a sequence classifier can read it: one text or a pair with fixed classes (more columns,
+        or per-row candidates, need a prompt)."""
+        return len(self.text_columns) <= 2 and self.answers is None
 
     @property
     def ref(self) -> str:
@@ -87,6 +93,8 @@ SUPERGLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (  # test sp
              hub=(SUPERGLUE_HUB, "copa")),  # multiple choice: tenpeft.lab.tasks.choices
     TaskSpec("multirc", ("paragraph", "question", "answer"), 2, ("accuracy",), ("validation",),
              hub=(SUPERGLUE_HUB, "multirc")),
+    TaskSpec("record", ("passage", "query"), 0, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "record"),
+             answers=("entities", "answers")),  # multiple choice over each passage's entities
 )}
 TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SUPERGLUE_TASKS}
 
