@@ -86,7 +86,7 @@ def execute_preference(spec, accelerator, progress: bool = True) -> dict:
     return {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if stopped else "ok",
             "diverged": stopped, "config": spec.config(), "params": params, "history": history, "best": best,
             "score": {"metric": metric, "value": None if best is None else best["metrics"][metric]},
-            "eval_split": {spec.task: PREFERENCE_TASKS[spec.task].eval_split}, "stages": None,
+            "eval_split": {spec.task: PREFERENCE_TASKS[spec.task].eval_name}, "stages": None,
             "dpo": {"beta": BETA, "reference": "precomputed with the adapter disabled", "metrics": list(METRICS),
                     "gradient_checkpointing": gradient_checkpointing(),
                     "rows": {"train": len(train_rows), "eval": len(eval_rows)}, "skipped_rows": skipped},

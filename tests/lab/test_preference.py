@@ -141,3 +141,60 @@ def test_pairs_that_leave_nothing_to_score_are_refused_before_training(tmp_path,
     write_pairs(tmp_path, row=row)
     with pytest.raises(TenpeftError, match=message):
         check_preference(_spec(tmp_path))
+
+
+# the LoRTA paper's DPO data, argilla/distilabel-intel-orca-dpo-pairs: one train split, filtered as its card says
+def _orca_row(i: int) -> dict:
+    return {"system": "" if i % 2 else "You are helpful.", "input": f"What is {i} + 1?", "chosen": f"{i + 1}.",
+            "rejected": "No idea.", "status": "tie" if i % 5 == 4 else "swapped", "chosen_score": 7.0 if i % 7 == 6 else 9.0,
+            "in_gsm8k_train": i % 11 == 10, "generations": ["a", "b"]}
+
+
+ORCA_KEPT = [i for i in range(24) if i % 5 != 4 and i % 7 != 6 and i % 11 != 10]  # 15 rows
+
+
+def write_orca(folder, n: int = 24, row=_orca_row):
+    (folder / "orca_dpo").mkdir(parents=True, exist_ok=True)
+    (folder / "orca_dpo" / "train.jsonl").write_text("".join(json.dumps(row(i)) + "\n" for i in range(n)))
+    return folder
+
+
+def test_orca_pairs_are_filtered_carved_and_written_in_hh_markers(tmp_path):
+    train, held = load_preference("orca_dpo", write_orca(tmp_path), eval_size=4)
+    prompts = [*train["prompt"], *held["prompt"]]
+    assert (len(train), len(held)) == (11, 4) and len(set(prompts)) == 15
+    assert sorted(int(p.split("What is ")[1].split(" ")[0]) for p in prompts) == ORCA_KEPT
+    by_prompt = {r["prompt"]: r for r in (*train, *held)}
+    assert by_prompt["\n\nHuman: You are helpful.\n\nWhat is 0 + 1?\n\nAssistant:"]["chosen"] == " 1."
+    assert by_prompt["\n\nHuman: What is 1 + 1?\n\nAssistant:"]["rejected"] == " No idea."
+
+
+def test_orca_from_the_hub_reads_its_one_split(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, data_dir=None):
+        calls.append((name, data_dir))
+        return datasets.DatasetDict({"train": datasets.Dataset.from_list([_orca_row(i) for i in range(24)])})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    train, held = load_preference("orca_dpo", None, train_size=5, eval_size=3)
+    assert calls == [("argilla/distilabel-intel-orca-dpo-pairs", None)] and (len(train), len(held)) == (5, 3)
+
+
+@pytest.mark.parametrize("row, message", [
+    (lambda i: {**_orca_row(i), "status": "tie"}, "none of its 24 pairs passes orca_dpo's filter"),
+    (lambda i: {k: v for k, v in _orca_row(i).items() if k != "chosen_score"}, r"no column\(s\) \['chosen_score'\]")])
+def test_bad_orca_data_is_one_clear_error(tmp_path, row, message):
+    with pytest.raises(TenpeftError, match=message):
+        load_preference("orca_dpo", write_orca(tmp_path, row=row))
+
+
+def test_a_dpo_run_on_orca_records_its_carved_held_out_split(tmp_path):
+    from tenpeft.lab.tasks.data import HELD_OUT
+
+    argv = [*FAST, "--ranks", "1", "--methods", "lora", "--tasks", "orca_dpo", "--data-dir", str(write_orca(tmp_path)),
+            "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
+    (record,) = _study().main(argv)
+    assert record["status"] == "ok" and record["eval_split"] == {"orca_dpo": HELD_OUT}

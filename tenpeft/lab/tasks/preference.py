@@ -4,12 +4,19 @@ A task is read from a local folder ``<data_dir>/<task>/{train,test}.jsonl`` (row
 ``rejected`` dialogues, as ``../shared/data/preference`` holds them), or from the Hub. Each dialogue is
 split at its last ``"\\n\\nAssistant:"`` into the prompt (everything up to and including the marker) and the
 reply, which gives trl's ``prompt`` / ``chosen`` / ``rejected`` columns.
+
+``orca_dpo`` is the LoRTA paper's DPO data, ``argilla/distilabel-intel-orca-dpo-pairs`` (one ``train`` split
+of ``system``/``input``/``chosen``/``rejected`` strings), filtered as its dataset card recommends (no ties,
+``chosen_score >= 8``, no GSM8K train questions); its held-out pairs are carved from train by the data seed,
+and each pair is written in HH's markers, ``"\n\nHuman: {system}\n\n{input}\n\nAssistant:"`` then
+``" {reply}"`` (the paper does not publish its formatting).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tenpeft.errors import TenpeftError
 
@@ -19,17 +26,52 @@ METRICS = ("reward_accuracy", "dpo_loss", "reward_margin")  # the headline first
 
 @dataclass(frozen=True)
 class PreferenceTask:
-    """A preference dataset: its name, where the Hub keeps it (``hub``, ``hub_dir``) and its splits."""
+    """A preference dataset: its name, where the Hub keeps it (``hub``, ``hub_dir``), its splits (``eval_split``
+    None: held-out pairs carved from train), the columns a row must have, how a row becomes trl's
+    ``prompt``/``chosen``/``rejected`` (``pair(row, where)``) and which rows are kept (``keep(row)``)."""
 
     name: str
     hub: str
     hub_dir: str | None = None
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str | None = "test"
+    columns: tuple[str, ...] = ("chosen", "rejected")
+    pair: Callable[[dict, str], dict] | None = None
+    keep: Callable[[dict], bool] | None = None
     headline_metric: str = METRICS[0]
 
+    @property
+    def eval_name(self) -> str:
+        """What a record names the evaluation split."""
+        from tenpeft.lab.tasks.data import HELD_OUT
 
-PREFERENCE_TASKS = {t.name: t for t in (PreferenceTask("hh_harmless", "Anthropic/hh-rlhf", "harmless-base"),)}
+        return self.eval_split or HELD_OUT
+
+
+def _dialogue_pair(row: dict, where: str) -> dict:
+    """An HH row: both dialogues cut after their last assistant marker (the prompt is the chosen one's)."""
+    prompt, chosen = split_dialogue(row["chosen"], where)
+    _, rejected = split_dialogue(row["rejected"], where)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _orca_pair(row: dict, where: str) -> dict:
+    """An orca row in HH's markers: the system message (if any) and the input as the human turn."""
+    turn = f"{row['system']}\n\n{row['input']}" if row.get("system") else row["input"]
+    return {"prompt": f"\n\nHuman: {turn}{ASSISTANT}", "chosen": f" {row['chosen']}", "rejected": f" {row['rejected']}"}
+
+
+def _orca_keep(row: dict) -> bool:
+    """The dataset card's recommended filter."""
+    return row["status"] != "tie" and row["chosen_score"] >= 8 and not row["in_gsm8k_train"]
+
+
+PREFERENCE_TASKS = {t.name: t for t in (
+    PreferenceTask("hh_harmless", "Anthropic/hh-rlhf", "harmless-base", pair=_dialogue_pair),
+    PreferenceTask("orca_dpo", "argilla/distilabel-intel-orca-dpo-pairs", eval_split=None,
+                   columns=("system", "input", "chosen", "rejected", "status", "chosen_score", "in_gsm8k_train"),
+                   pair=_orca_pair, keep=_orca_keep),
+)}
 
 
 def is_preference(name: str) -> bool:
@@ -47,30 +89,31 @@ def split_dialogue(text: str, where: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def _as_pairs(rows, where: str):
-    """``rows`` (``chosen``, ``rejected``) as trl's ``prompt``, ``chosen``, ``rejected`` columns."""
-    missing = {"chosen", "rejected"} - set(rows.column_names)
+def _as_pairs(task: PreferenceTask, rows, where: str):
+    """``rows`` as trl's ``prompt``, ``chosen``, ``rejected`` columns."""
+    _check_columns(task, rows, where)
+    return rows.map(lambda row: task.pair(row, where), remove_columns=rows.column_names)
+
+
+def _check_columns(task: PreferenceTask, rows, where: str) -> None:
+    missing = set(task.columns) - set(rows.column_names)
     if missing:
-        raise TenpeftError(f"{where} has no column(s) {sorted(missing)} (it has {rows.column_names}); a preference "
-                           f"file holds chosen and rejected dialogues")
-
-    def split(row):
-        prompt, chosen = split_dialogue(row["chosen"], where)
-        _, rejected = split_dialogue(row["rejected"], where)
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-
-    return rows.map(split, remove_columns=rows.column_names)
+        raise TenpeftError(f"{where} has no column(s) {sorted(missing)} (it has {rows.column_names}); a "
+                           f"{task.name} file holds {', '.join(task.columns)}")
 
 
 def _read(task: PreferenceTask, data_dir: str | None):
+    """``{split: (rows, where)}`` of the task's splits (train only when its held-out pairs are carved)."""
     import datasets
 
+    splits = [s for s in (task.train_split, task.eval_split) if s]
     if data_dir is None:
         found = datasets.load_dataset(task.hub, data_dir=task.hub_dir)
-        return {s: (found[s], f"hub:{task.hub}/{task.hub_dir} split {s}") for s in (task.train_split, task.eval_split)}
+        where = f"hub:{task.hub}" + (f"/{task.hub_dir}" if task.hub_dir else "")
+        return {s: (found[s], f"{where} split {s}") for s in splits}
     folder = Path(data_dir) / task.name
     out = {}
-    for split in (task.train_split, task.eval_split):
+    for split in splits:
         path = folder / f"{split}.jsonl"
         if not path.is_file():
             raise TenpeftError(f"no {path}: a preference task reads <data-dir>/{task.name}/{split}.jsonl "
@@ -79,18 +122,33 @@ def _read(task: PreferenceTask, data_dir: str | None):
     return out
 
 
+def _kept(task: PreferenceTask, rows, where: str):
+    if task.keep is None:
+        return rows
+    _check_columns(task, rows, where)
+    kept = rows.filter(task.keep)
+    if len(kept) == 0:
+        raise TenpeftError(f"{where}: none of its {len(rows)} pairs passes {task.name}'s filter; check the file")
+    return kept
+
+
 def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: int | None = None,
                     eval_size: int | None = None, data_seed: int = 0):
     """``(train, eval)`` datasets of ``prompt``/``chosen``/``rejected`` for task ``name``, each subsampled
-    to its size (None: every row) by a shuffle with ``data_seed``."""
-    from tenpeft.lab.tasks.data import subsample
+    to its size (None: every row) by a shuffle with ``data_seed``; a task without an evaluation split has
+    its held-out pairs carved from train (``carve_held_out``: ``eval_size``, else a tenth)."""
+    from tenpeft.lab.tasks.data import carve_held_out, subsample
 
     if name not in PREFERENCE_TASKS:
         raise TenpeftError(f"unknown preference task {name!r}; known: {', '.join(PREFERENCE_TASKS)}")
     task = PREFERENCE_TASKS[name]
     read = _read(task, None if data_dir is None else os.fspath(data_dir))
-    parts = []
-    for split, size in ((task.train_split, train_size), (task.eval_split, eval_size)):
-        rows, where = read[split]
-        parts.append(_as_pairs(subsample(rows, size, data_seed), where))
-    return parts[0], parts[1]
+    rows, where = read[task.train_split]
+    rows = _kept(task, rows, where)
+    if task.eval_split is None:
+        parts = zip(carve_held_out(rows, train_size, eval_size, data_seed), (where, f"{where} (held out)"))
+    else:
+        held, held_where = read[task.eval_split]
+        parts = ((subsample(rows, train_size, data_seed), where),
+                 (subsample(_kept(task, held, held_where), eval_size, data_seed), held_where))
+    return tuple(_as_pairs(task, part, part_where) for part, part_where in parts)
