@@ -9,6 +9,8 @@ skipped and counted). The same study at 64 / 32 pairs and 16 steps took 23 min 4
 
     python studies/preference.py --data-dir ../shared/data/preference
     python studies/preference.py --model meta-llama/Llama-2-7b-hf --methods lora,lorta,vera --paper   # a GPU
+
+--paper also trains on the paper's data, orca_dpo (argilla/distilabel-intel-orca-dpo-pairs), unless --tasks says otherwise.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100} 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=12, train_size=48, eval_size=24,
                          eval_every=6, batch_size=4)
-    parser.set_defaults(model="smollm2", max_length=160)
+    parser.set_defaults(model="smollm2", max_length=160, tasks=None)  # None: hh_harmless, or orca_dpo with --paper
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])
     parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[1, 8])
     args = parser.parse_args(argv)
     if args.paper:
         vars(args).update(PAPER)
+    args.tasks = args.tasks or ["orca_dpo" if args.paper else "hh_harmless"]  # the paper's data with --paper
     records = run_all(expand("preference", args, rank_variants(args.methods, args.ranks)), args)
     return conclude(records, ["task", "method", "axis_rank"], preference_figure, "preference", args.figures_dir)
 

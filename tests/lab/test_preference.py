@@ -198,3 +198,12 @@ def test_a_dpo_run_on_orca_records_its_carved_held_out_split(tmp_path):
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = _study().main(argv)
     assert record["status"] == "ok" and record["eval_split"] == {"orca_dpo": HELD_OUT}
+
+
+@pytest.mark.parametrize("extra, task", [([], "orca_dpo"), (["--tasks", "hh_harmless"], "hh_harmless")])
+def test_paper_trains_on_the_papers_data_unless_tasks_says_otherwise(monkeypatch, extra, task):
+    study, seen = _study(), []
+    monkeypatch.setattr(study, "run_all", lambda specs, args: seen.extend(specs) or [])
+    monkeypatch.setattr(study, "conclude", lambda *a, **k: [])
+    study.main(["--paper", *extra])
+    assert seen and {s.task for s in seen} == {task} and {s.train.max_steps for s in seen} == {1000}
