@@ -167,6 +167,8 @@ METHOD_SPECS = {s.name: s for s in [
     MethodSpec("lora", "tenpeft", _tenpeft("lora")),
     MethodSpec("lora_qkvo", "tenpeft", _tenpeft("lora", roles=("q", "k", "v", "o")), note="lora on q,k,v,o"),
     MethodSpec("vera", "tenpeft", _tenpeft("vera")),
+    MethodSpec("vera_r8", "tenpeft", _tenpeft("vera", rank=8),
+               note="rank=8: LoRA's rank, to separate VeRA's rank-256 matmuls from its per-update overhead"),
     MethodSpec("nola", "tenpeft", _tenpeft("nola")),
     MethodSpec("loretta_rep", "tenpeft", _tenpeft("loretta_rep")),
     MethodSpec("loretta_rep+norms", "tenpeft", _tenpeft("loretta_rep", train_norms=True),
