@@ -14,10 +14,13 @@ figures once, after the last run. A run that raises leaves its traceback in
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -223,14 +226,35 @@ def run_pool(todo: list[RunSpec], args, progress: Progress) -> dict[str, dict]:
     for slot in range(args.workers):
         slots.put(slot)
     init = (slots, events, args.workers, _gpus(), list(getattr(args, "imports", [])))
-    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=start_worker, initargs=init) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=start_worker, initargs=init) as pool, \
+            _sigterm_interrupts():
         submit = functools.partial(pool.submit, work, results_dir=str(args.results_dir),
                                    mixed_precision=args.mixed_precision)
         try:
             return _follow_pool(submit, todo, events, args.results_dir, progress)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():  # the workers: their runs stop, unrecorded
+                child.terminate()
             raise
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While the pool runs, SIGTERM to the parent (``kill``, a scheduler) stops it as Ctrl-C does, so its
+    workers are stopped with it instead of left running without a parent; the old handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _follow_pool(submit, todo: list[RunSpec], events, results_dir, progress: Progress) -> dict[str, dict]:

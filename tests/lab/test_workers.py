@@ -146,3 +146,44 @@ def test_a_preempted_task_resubmits_the_same_run():
     task, spec = RunTask("/results", "no", ["failing_method"]), object()
     again = task.checkpoint(spec)
     assert again.function is task and again.args == (spec,) and again.kwargs == {}
+
+
+def _claim_owners(folder: Path) -> dict[str, int]:
+    """run id -> pid of the live owner of each claim file under ``folder``."""
+    out = {}
+    for path in folder.rglob("*.claim"):
+        try:
+            out[path.stem] = json.loads(path.read_text())["pid"]
+        except (ValueError, KeyError, OSError):  # a claim being written
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_sigterm_to_the_parent_stops_its_workers_and_records_nothing_half_done(ws, tmp_path):
+    import signal
+    import time
+
+    results = tmp_path / "res"
+    cmd = [sys.executable, str(paths.STUDIES / "rank_ablation.py"), *FAST, *GRID, "--max-steps", "100000",
+           "--eval-every", "100000", "--data-dir", str(ws / "glue"), "--results-dir", str(results),
+           "--figures-dir", str(tmp_path / "fig"), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(owners := _claim_owners(results)) < 2 and parent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(owners) == 2 and parent.poll() is None, parent.stderr.read() if parent.poll() is not None else owners
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 130 and "interrupted: 0 finished run(s) kept" in parent.stderr.read()
+    time.sleep(1)
+    assert not [pid for pid in owners.values() if _alive(pid)]  # no worker left running without its parent
+    assert not list(results.rglob("*.json"))
+    assert all(try_claim(results / "rank_ablation" / f"{run_id}.json") for run_id in owners)  # free to rerun
