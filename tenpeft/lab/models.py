@@ -8,6 +8,8 @@ transformers; needs ``gguf``), and the random-init test models ``tiny-bert`` / `
 """
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,9 +124,23 @@ def max_positions(config) -> int | None:
 
 
 def load_tokenizer(source: ModelSource):
+    """The model's tokenizer (a pad token set: the EOS when it has none). From a GGUF file it is read once
+    per process and each call gets a copy: reading it takes 10-14 s (SmolLM2, 2 cores), and a study reads
+    it in every run's checks and again in the run."""
+    if source.gguf_file is None:
+        return _read_tokenizer(source.path, None)
+    return copy.deepcopy(_gguf_tokenizer(source.path, source.gguf_file))
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_tokenizer(path: str, gguf_file: str):
+    return _read_tokenizer(path, gguf_file)
+
+
+def _read_tokenizer(path: str, gguf_file: str | None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -152,3 +152,32 @@ def test_task_heads_give_each_task_of_a_chain_its_own_head():
     assert torch.equal(weight, initial + 1.0)
     heads.use("rte")  # never trained: the initial head
     assert torch.equal(weight, initial)
+
+
+def test_a_gguf_tokenizer_is_read_once_per_process_and_each_caller_gets_its_own_copy(monkeypatch):
+    """Reading SmolLM2's tokenizer from its GGUF file takes 10-14 s; a study reads it in every run's checks
+    and again in the run, so it is read once, and a caller that changes its copy changes no other."""
+    import transformers
+
+    from tenpeft.lab import models
+
+    reads = []
+
+    class Stub:
+        pad_token, eos_token = None, "</s>"
+
+    def from_pretrained(path, gguf_file=None):
+        reads.append((path, gguf_file))
+        return Stub()
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    models._gguf_tokenizer.cache_clear()
+    source = models.ModelSource("stub", "/models/stub", gguf_file="stub.gguf")
+    first, second = models.load_tokenizer(source), models.load_tokenizer(source)
+    first.pad_token = "changed"
+    assert reads == [("/models/stub", "stub.gguf")]
+    assert second.pad_token == "</s>" and models.load_tokenizer(source).pad_token == "</s>"
+    models.load_tokenizer(models.ModelSource("plain", "/models/plain"))
+    models.load_tokenizer(models.ModelSource("plain", "/models/plain"))
+    assert reads[1:] == [("/models/plain", None)] * 2  # a directory is read every time (it may change)
+    models._gguf_tokenizer.cache_clear()

@@ -132,13 +132,30 @@ def protocol(records) -> str:
     sizes = _values(records, lambda c: c["data"]["train_size"] or "all")
     steps = _values(records, lambda c: c["train"]["max_steps"])
     batches = _values(records, lambda c: c["train"]["batch_size"])
-    swept = sorted(v for v in _values(records, lambda c: c["axes"]["lr"]) if v is not None)
+    grids = _rate_grids(records)
     rates = sorted(_values(records, lambda c: c["lr"]))
-    rate = f"lr best of {', '.join(format_value(v) for v in swept)} by val. loss" if swept else \
-        _with(", ".join(format_value(v) for v in rates), "lr {}")
+    rate = f"lr best of {grids} by val. loss" if grids else _with(", ".join(format_value(v) for v in rates), "lr {}")
     parts = [", ".join(models), _with(_one_or_range(sizes, _count), "{} train ex."),
              _with(_one_or_range(steps), "{} steps"), _with(_one_or_range(batches), "batch {}"), rate]
     return " · ".join(p for p in parts if p)
+
+
+def _rate_grids(records) -> str:
+    """The swept learning rates, one grid per method: ``1e-03, 0.01`` when every method swept the
+    same rates, else the most common grid and the others by method (``1e-03, 0.01 (full: 2e-05, 5e-05)``)."""
+    by_method: dict[str, set] = {}
+    for record in records:
+        config = record.get("config") or {}
+        lr = (config.get("axes") or {}).get("lr")
+        if lr is not None:
+            by_method.setdefault(str(config.get("method")), set()).add(lr)
+    text = {m: ", ".join(format_value(v) for v in sorted(g)) for m, g in by_method.items()}
+    if not text:
+        return ""
+    grids = list(text.values())
+    main = max(dict.fromkeys(grids), key=grids.count)
+    others = "; ".join(f"{m}: {g}" for m, g in sorted(text.items()) if g != main)
+    return f"{main} ({others})" if others else main
 
 
 def _with(text: str, template: str) -> str:
