@@ -132,11 +132,6 @@ def load_tokenizer(source: ModelSource):
     return copy.deepcopy(_gguf_tokenizer(source.path, source.gguf_file))
 
 
-@functools.lru_cache(maxsize=4)
-def _gguf_tokenizer(path: str, gguf_file: str):
-    return _read_tokenizer(path, gguf_file)
-
-
 def _read_tokenizer(path: str, gguf_file: str | None):
     from transformers import AutoTokenizer
 
@@ -144,6 +139,9 @@ def _read_tokenizer(path: str, gguf_file: str | None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+_gguf_tokenizer = functools.lru_cache(maxsize=4)(_read_tokenizer)  # one read per GGUF file per process
 
 
 def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> nn.Module:
