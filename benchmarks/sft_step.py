@@ -37,7 +37,7 @@ def trl_steps(spec, checkpointing: bool) -> list[float]:
     from transformers import TrainerCallback
 
     from tenpeft.lab.models import resolve_model
-    from tenpeft.lab.trl_runs import adapted_policy, tokenizer_for, trl_arguments
+    from tenpeft.lab.runners.trl import adapted_policy, tokenizer_for, trl_arguments
 
     source = resolve_model(spec.model)
     tokenizer, (model, _) = tokenizer_for(source), adapted_policy(spec, source)
@@ -65,7 +65,7 @@ def plain_steps(spec) -> list[float]:
     import trl
 
     from tenpeft.lab.models import resolve_model
-    from tenpeft.lab.trl_runs import adapted_policy, tokenizer_for, trl_arguments
+    from tenpeft.lab.runners.trl import adapted_policy, tokenizer_for, trl_arguments
 
     source = resolve_model(spec.model)
     tokenizer, (model, _) = tokenizer_for(source), adapted_policy(spec, source)

@@ -10,19 +10,20 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from tenpeft.lab import run as run_module
+from tenpeft.lab.runners import supervised
 from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.run import DataConfig, RunSpec
 
 
 def main(out: str, glue: str, method: str, batch: int) -> None:
     captured = {}
-    real = run_module.train
+    real = supervised.train
 
     def keep_model(model, *args, **kwargs):
         captured["model"] = model
         return real(model, *args, **kwargs)
 
-    run_module.train = keep_model
+    supervised.train = keep_model
     accelerator = Accelerator(cpu=True)
     train = TrainConfig(lr=1e-2, max_steps=6, batch_size=batch, eval_batch_size=8, eval_every=3, max_length=16)
     spec = RunSpec("ddp", "tiny-bert", "sst2", method, {"rank": 2}, seed=0, train=train,

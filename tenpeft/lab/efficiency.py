@@ -60,7 +60,7 @@ def measure(model, task, train_set, collate, batch_size: int) -> dict:
     """The efficiency block of a record for ``model`` (trained, on its device); see the module."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tenpeft.lab.loop import _forward, task_loss
+    from tenpeft.lab.loop import batch_loss
 
     device = next(model.parameters()).device
     batch = _batch(train_set, collate, batch_size, device)
@@ -70,7 +70,7 @@ def measure(model, task, train_set, collate, batch_size: int) -> dict:
     model.train()
 
     def backward() -> None:
-        task_loss(*_forward(model, batch), task.is_regression).backward()
+        batch_loss(model, batch, task).backward()
 
     def step() -> None:
         backward()

@@ -28,14 +28,12 @@ def csv_list(kind, what: str = "value"):
 
 
 def task_list(text: str) -> list[str]:
-    """An argparse type for comma-separated tasks: names, or task files (checked, stored as their real path)."""
-    from tenpeft.lab.tasks.custom import is_task_file, load_task_file, task_ref
+    """An argparse type for comma-separated tasks, each as a run stores it (``canonical_ref``: a task file
+    checked and stored as its real path); an unknown name is left to the runs' checks."""
+    from tenpeft.lab.tasks import canonical_ref
 
     try:
-        tasks = [task_ref(t) for t in csv_list(str, "task name")(text)]
-        for task in filter(is_task_file, tasks):
-            load_task_file(task)
-        return tasks
+        return [canonical_ref(t) for t in csv_list(str, "task name")(text)]
     except TenpeftError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

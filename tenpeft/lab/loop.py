@@ -9,7 +9,6 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -79,13 +78,6 @@ class TrainResult:
     diverged: dict | None = None
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for classification, mean squared error for regression (STS-B); ``reduction`` as torch's."""
-    if regression:
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
-    return F.cross_entropy(logits.float(), labels, reduction=reduction)
-
-
 NOT_INPUTS = ("labels", "gold")  # batch keys the model does not read
 
 
@@ -94,36 +86,28 @@ def _forward(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     return model(**inputs).logits, batch["labels"]
 
 
-def predict(logits: torch.Tensor, batch: dict, regression: bool) -> torch.Tensor:
-    """Each example's prediction: its score (regression) or its argmax class; where the batch marks several
-    correct candidates (``gold``, ReCoRD), a prediction among them counts as the label (MeZO's accuracy)."""
-    if regression:
-        return logits.squeeze(-1)
-    pred = logits.argmax(-1)
-    if "gold" in batch:
-        hit = batch["gold"].gather(-1, pred[:, None]).squeeze(-1)
-        pred = torch.where(hit, batch["labels"], pred)
-    return pred
+def batch_loss(model: nn.Module, batch: dict, task) -> torch.Tensor:
+    """The task's training loss (``task.loss``) of ``model`` on ``batch``."""
+    return task.loss(*_forward(model, batch))
 
 
 @torch.no_grad()
 def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict]:
-    """Validation loss (example-weighted) and the task's metrics over every process's examples; each process
-    reduces its batch to per-example losses and predictions first, so candidate counts may differ."""
-    from tenpeft.lab.tasks import compute_metrics
-
+    """Validation loss (example-weighted) and the task's metrics (``task.score``) over every process's examples;
+    each process reduces its batch to per-example losses and ``task.predict``'s predictions first, so candidate
+    counts may differ."""
     model.eval()
     predictions, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
-        logits, y = _forward(model, batch)
-        loss = task_loss(logits, y, task.is_regression, reduction="none")
-        loss, pred, y = accelerator.gather_for_metrics((loss, predict(logits.float(), batch, task.is_regression), y))
+        logits = _forward(model, batch)[0]
+        pred, y = task.predict(logits.float(), batch)
+        loss, pred, y = accelerator.gather_for_metrics((task.loss(logits, batch["labels"], reduction="none"), pred, y))
         losses.append(loss)
         predictions.append(pred)
         labels.append(y)
     model.train()
     pred, gold = torch.cat(predictions).cpu().numpy(), torch.cat(labels).cpu().numpy()
-    return torch.cat(losses).mean().item(), compute_metrics(task, pred, gold)
+    return torch.cat(losses).mean().item(), task.score(pred, gold)
 
 
 def _batches(loader):
@@ -245,8 +229,7 @@ class RunLoop:
 
     def _train_step(self, step: int) -> None:
         model, cfg, accelerator = self.model, self.cfg, self.accelerator
-        logits, labels = _forward(model, next(self.batches))
-        loss = task_loss(logits, labels, self.task.is_regression)
+        loss = batch_loss(model, next(self.batches), self.task)
         self.losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the mean over every process's batch
         if not math.isfinite(self.losses[-1]):
             self.result.diverged = {"step": step, "loss": "train", "value": str(self.losses[-1])}

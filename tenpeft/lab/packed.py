@@ -28,7 +28,10 @@ from tenpeft.lab.claims import Claim
 from tenpeft.lab.loop import RunLoop
 from tenpeft.lab.models import is_decoder, load_config, load_tokenizer, resolve_model
 from tenpeft.lab.records import write_record
-from tenpeft.lab.run import RunSpec, _build, _decide, _prepare_task, make_record, record_path
+from tenpeft.lab.run import _decide, record_path
+from tenpeft.lab.runners.supervised import build, supervised_record
+from tenpeft.lab.spec import RunSpec
+from tenpeft.lab.tasks import find_kind
 
 
 class RNGState:
@@ -95,14 +98,12 @@ class FrozenPool:
 
 
 def why_not_packable(spec: RunSpec) -> str | None:
-    """Why ``spec`` cannot join a pack (a chain, a preference or instruction task, a measured run), or None."""
-    from tenpeft.lab.tasks.instruction import is_instruction
-    from tenpeft.lab.tasks.preference import is_preference
-
+    """Why ``spec`` cannot join a pack (a chain, a task of a kind that trains alone, a measured run), or None."""
     if len(spec.tasks) > 1:
         return "a chain of tasks"
-    if is_preference(spec.task) or is_instruction(spec.task):
-        return "a trl (DPO/SFT) run"
+    kind = find_kind(spec.task)
+    if kind is not None and not kind.packable:
+        return f"a {kind.name} task ({kind.objective} runner)"
     if spec.efficiency:
         return "a run whose cost is measured (peak memory is per process)"
     return None
@@ -139,11 +140,11 @@ def _start(spec: RunSpec, source, tokenizer, decoder: bool, data: dict, pool: Fr
     from accelerate.utils import set_seed
 
     set_seed(spec.seed)
-    key = _task_key(spec)
+    key, kind = _task_key(spec), find_kind(spec.task)
     if key not in data:
-        data[key] = _prepare_task(spec.task, spec, tokenizer, decoder)
+        data[key] = kind.prepare(spec, tokenizer, decoder)
     prepared = data[key]
-    model, params = _build(spec, source, decoder, prepared.task.num_labels, prepared.label_ids)
+    model, params = build(spec, source, decoder, kind, prepared)
     pool.share(model)
     if prepared.label_ids is not None:
         model.label_ids = torch.tensor(prepared.label_ids, device=model.label_ids.device)
@@ -159,7 +160,7 @@ def _finish(member: _Member, accelerator, pack: dict) -> dict:
     stages = [{"task": task.name, "history": result.history, "best": result.best}]
     diverged = {"task": task.name, **result.diverged} if result.diverged else None
     timings = {k: result.timings[k] for k in ("total_s", "train_s", "eval_s")}
-    record = make_record(member.spec, member.params, stages, [member.prepared], timings, diverged, accelerator)
+    record = supervised_record(member.spec, member.params, stages, [member.prepared], timings, diverged, accelerator)
     record["packed"] = pack
     return record
 

@@ -16,12 +16,25 @@ from pathlib import Path
 
 from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.provenance import provenance
 
 SCHEMA = "tenpeft-run/2"
 READABLE = ("tenpeft-run/1", SCHEMA)
 STATUSES = ("ok", "diverged")
 REQUIRED = ("schema", "study", "run_id", "config", "params", "history", "best", "score", "timings", "provenance")
 REQUIRED_CONFIG = ("model", "task", "method", "seed")
+
+
+def make_record(spec, accelerator, *, params: dict, history: list[dict], best: dict | None, score: dict,
+                eval_split: dict, timings: dict, diverged: dict | None = None, stages: list[dict] | None = None,
+                **extra) -> dict:
+    """The record of a finished run of ``spec`` (every runner's, one shape): its config and id, parameter
+    counts, the evaluation history and best entry, the score (``{metric, value[, higher_is_better]}``), the
+    evaluated split of each task, a chain's stages, what the runner adds (``extra``), timings and provenance."""
+    return {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if diverged else "ok",
+            "diverged": diverged, "config": spec.config(), "params": params, "history": history, "best": best,
+            "score": score, "eval_split": eval_split, "stages": stages, **extra, "timings": timings,
+            "provenance": provenance(accelerator)}
 
 
 def write_record(path: str | Path, record: dict) -> Path:

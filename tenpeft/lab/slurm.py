@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.run import RunSpec
-from tenpeft.lab.workers import POLL_S, Progress, fail, quiet, work
+from tenpeft.lab.outcomes import POLL_S, Progress, fail, quiet, work
 
 DEFAULTS = {"timeout_min": 180, "gpus_per_node": 1}
 REQUEUES = 3  # timeouts a task may be requeued after (preemptions do not count)

@@ -11,7 +11,7 @@ from tenpeft.errors import TenpeftError
 from tenpeft.lab.models import load_model, resolve_model
 from tenpeft.lab.tasks.generation import (GENERATION_TASKS, generate_answers, load_generation, normalize_answer,
                                           qa_metrics, qa_scores)
-from tenpeft.lab.trl_runs import tokenizer_for
+from tenpeft.lab.runners.trl import tokenizer_for
 from helpers import load_study
 
 SQUAD = {"title": "Broncos", "context": "The Denver Broncos won Super Bowl 50.", "question": " Who won? ",

@@ -57,13 +57,14 @@ def test_only_the_reply_tokens_are_labelled_and_scored(tmp_path):
     from tenpeft.lab.models import resolve_model
     from tenpeft.lab.run import RunSpec, DataConfig
     from tenpeft.lab.loop import TrainConfig
-    from tenpeft.lab.sft import IGNORE, build_trainer, completion_ce, instruction_data
-    from tenpeft.lab.trl_runs import adapted_policy, tokenizer_for
+    from tenpeft.lab.runners.sft import IGNORE, build_trainer, completion_ce
+    from tenpeft.lab.runners.trl import adapted_policy, kind_rows, tokenizer_for
+    from tenpeft.lab.tasks import task_kind
 
     spec = RunSpec("t", "tiny-llama", f"local:{write_rows(tmp_path / 'rows.jsonl')}", "lora", {"rank": 1},
                    train=TrainConfig(max_steps=1, batch_size=2, max_length=96), data=DataConfig(train_size=4, eval_size=2))
     tokenizer = tokenizer_for(resolve_model(spec.model))
-    train, held, skipped = instruction_data(spec, tokenizer)
+    train, held, skipped = kind_rows(spec, task_kind(spec.task), tokenizer)
     assert (len(train), len(held), skipped) == (4, 2, {"train": 0, "eval": 0})
     model, _ = adapted_policy(spec, resolve_model(spec.model))
     trainer = build_trainer(spec, model, tokenizer, train, held, str(tmp_path / "out"), False)
@@ -105,7 +106,7 @@ def test_bad_instruction_data_fails_before_any_compute(case, tmp_path, capsys, m
 def test_a_prompt_too_long_skips_that_row_only(tmp_path):
     from tenpeft.lab.models import resolve_model
     from tenpeft.lab.tasks.instruction import load_instruction, screen
-    from tenpeft.lab.trl_runs import tokenizer_for
+    from tenpeft.lab.runners.trl import tokenizer_for
 
     rows = write_rows(tmp_path / "rows.jsonl", row=lambda i: {"instruction": "word " * (80 if i % 3 == 0 else 1),
                                                                "output": "ok"})

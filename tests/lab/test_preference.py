@@ -107,7 +107,8 @@ def test_bad_runs_fail_before_any_compute(case, tmp_path, capsys, monkeypatch):
 
 
 def _spec(data, max_length: int = 32):
-    from tenpeft.lab.run import DataConfig, RunSpec, TrainConfig
+    from tenpeft.lab.loop import TrainConfig
+    from tenpeft.lab.run import DataConfig, RunSpec
 
     return RunSpec(study="preference", model="tiny-llama", task="hh_harmless", method="lora",
                    train=TrainConfig(max_steps=1, batch_size=2, max_length=max_length),
@@ -120,12 +121,12 @@ def _long_every_third(i: int) -> dict:
 
 
 def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tmp_path):
-    from tenpeft.lab.dpo import preference_data
-    from tenpeft.lab.trl_runs import tokenizer_for
+    from tenpeft.lab.runners.trl import kind_rows, tokenizer_for
+    from tenpeft.lab.tasks import task_kind
 
     write_pairs(tmp_path, row=_long_every_third)
     tokenizer = tokenizer_for(run_module.resolve_model("tiny-llama"))
-    train, held, skipped = preference_data(_spec(tmp_path), tokenizer)
+    train, held, skipped = kind_rows(_spec(tmp_path), task_kind("hh_harmless"), tokenizer)
     assert skipped == {"train": 4, "eval": 2} and (len(train), len(held)) == (8, 4)  # rows 0, 3, 6, 9 / 0, 3
     assert all(len(tokenizer(r["prompt"])["input_ids"]) < 32 for r in (*train, *held))
 
@@ -136,11 +137,11 @@ def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tmp_path):
     (lambda i: {"chosen": "\n\nHuman: hi\n\nAssistant: fine", "rejected": "\n\nHuman: hi\n\nAssistant: "},
      "row 0 has no reply \\(empty rejected\\)")])
 def test_pairs_that_leave_nothing_to_score_are_refused_before_training(tmp_path, row, message):
-    from tenpeft.lab.dpo import check_preference
+    from tenpeft.lab.run import check_spec
 
     write_pairs(tmp_path, row=row)
     with pytest.raises(TenpeftError, match=message):
-        check_preference(_spec(tmp_path))
+        check_spec(_spec(tmp_path))
 
 
 # the LoRTA paper's DPO data, argilla/distilabel-intel-orca-dpo-pairs: one train split, filtered as its card says

@@ -193,7 +193,7 @@ def test_a_decoder_study_runs_copa_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("model, task, message", [("tiny-bert", "copa", "prompt task for decoders"),
-                                                   ("tiny-llama", "copa>cb", "mixes multiple-choice tasks")])
+                                                   ("tiny-llama", "copa>cb", "mixes classification and multiple_choice tasks")])
 def test_an_encoder_copa_and_a_mixed_decoder_chain_are_refused(tmp_path, model, task, message):
     write_folder(write_copa(tmp_path), "cb")
     spec = run_module.RunSpec(study="t", model=model, task=task, method="lora",

@@ -53,7 +53,8 @@ def test_a_seeded_cpu_run_repeats_bit_for_bit(glue, accelerator):
 
 def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
     """The loop evaluates once more after training; the restored model scores the best entry."""
-    from tenpeft.lab import loop, run as run_module
+    from tenpeft.lab import loop
+    from tenpeft.lab.runners import supervised
 
     seen = {}
     real_train = loop.train
@@ -65,7 +66,7 @@ def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
         seen["best"] = result.best["val_loss"]
         return result
 
-    monkeypatch.setattr(run_module, "train", spy)
+    monkeypatch.setattr(supervised, "train", spy)
     execute(spec(glue, lr=0.05, max_steps=6), accelerator, progress=False)
     assert seen["after"] == pytest.approx(seen["best"], abs=1e-6)
 
@@ -135,7 +136,7 @@ def test_sequential_tasks_score_every_task_after_every_stage(glue, accelerator):
 
 def test_task_heads_give_each_task_of_a_chain_its_own_head():
     import tenpeft
-    from tenpeft.lab.run import TaskHeads
+    from tenpeft.lab.runners.supervised import TaskHeads
 
     model = tenpeft.inject(load_model(resolve_model("tiny-bert"), num_labels=2), "lora", rank=2)
     heads = TaskHeads(model)

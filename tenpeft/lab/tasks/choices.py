@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.encode import check_encodable
+from tenpeft.lab.tasks.classification import ClassificationKind
+from tenpeft.lab.tasks.encode import check_encodable, check_encoder_task, pad_id
 from tenpeft.lab.tasks.prompts import leading_special_ids
 from tenpeft.lab.tasks.specs import get_task
 
@@ -65,16 +66,10 @@ CHOICES: dict[str, ChoicePrompt] = {"copa": ChoicePrompt(_copa_context, _copa_ca
                                     "record": ChoicePrompt(_record_context, _record_candidates)}
 
 
-def is_choice_task(task) -> bool:
-    """Whether ``task`` is scored by candidate likelihood (a :data:`CHOICES` task)."""
-    spec = get_task(task)
-    return spec.file is None and spec.name in CHOICES
-
-
 def get_choices(task) -> ChoicePrompt:
     """The :class:`ChoicePrompt` of ``task``; TenpeftError for a task that has none."""
     spec = get_task(task)
-    if not is_choice_task(spec):
+    if spec.file is not None or spec.name not in CHOICES:
         raise TenpeftError(f"task {spec.name!r} is not a multiple-choice task; those are {', '.join(CHOICES)}")
     return CHOICES[spec.name]
 
@@ -154,3 +149,27 @@ class ChoiceCollator:
             for i, f in enumerate(features):
                 batch["gold"][i, f["gold"]] = True
         return batch
+
+
+class ChoiceKind(ClassificationKind, name="multiple_choice"):
+    """A multiple-choice task (:data:`CHOICES`) for decoders: each candidate scored by its mean token
+    log-likelihood (:class:`tenpeft.lab.models.ChoiceScorer`), trained by cross-entropy over the candidates."""
+
+    def check_model(self, decoder: bool) -> None:
+        if not decoder:
+            check_encoder_task(self.task)  # refuses it: a prompt task for decoders
+        get_choices(self.task)
+
+    def encoder(self, decoder: bool):
+        return encode_choices
+
+    def label_ids(self, tokenizer, decoder: bool) -> None:
+        return None
+
+    def collator(self, tokenizer):
+        return ChoiceCollator(pad_id(tokenizer))
+
+    def scorer(self, lm, prepared):
+        from tenpeft.lab.models import ChoiceScorer
+
+        return ChoiceScorer(lm)

@@ -28,6 +28,7 @@ import tomllib
 from pathlib import Path
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.kinds import KINDS as TASK_KINDS, TaskKind
 from tenpeft.lab.tasks.specs import TaskFile, TaskSpec
 
 SUFFIXES = (".json", ".toml")
@@ -41,26 +42,34 @@ ALLOWED = {"classification": COMMON + ("text_columns", "label_column", "labels",
 CLASS_METRICS, REGRESSION_METRICS = ("accuracy", "f1", "matthews"), ("spearman", "pearson")
 
 
-def is_task_file(name) -> bool:
-    """Whether a task argument names a task file (it ends in .json or .toml)."""
-    return isinstance(name, str) and name.lower().endswith(SUFFIXES)
+FILE_KINDS = {"classification": "classification", "regression": "classification", "lm": "instruction"}
+
+
+class TaskFileKind(TaskKind, name="task_file"):
+    """A user's task file (a ``.json`` or ``.toml`` path): bound to the kind its ``kind`` field names
+    (:data:`FILE_KINDS`), stored as its real path, labelled by its declared name, and identified by its
+    parsed definition (an edited file is a new run)."""
+
+    @classmethod
+    def owns(cls, ref: str) -> bool:
+        return ref.lower().endswith(SUFFIXES)
+
+    @classmethod
+    def bind(cls, ref: str) -> TaskKind:
+        path = task_ref(ref)
+        spec = load_task_file(path)
+        kind = TASK_KINDS[FILE_KINDS[spec.file.kind]]
+        return kind(path, label=spec.name, identity=definition(path), task=spec)
 
 
 def task_ref(name: str) -> str:
-    """A task argument as a study stores it: a task file as its real path (so one file has one id
-    however it is spelled), a named task as given. A missing task file is a TenpeftError."""
-    if not is_task_file(name):
-        return name
+    """A task file argument as a study stores it: its real path (so one file has one id however it is
+    spelled). A missing task file is a TenpeftError."""
     path = Path(os.path.expanduser(name))
     if not path.is_file():
         raise TenpeftError(f"no task file {name!r}; a task ending in {' or '.join(SUFFIXES)} is read as a task file "
                            f"(see tenpeft.lab.tasks.custom for its fields)")
     return os.path.realpath(path)
-
-
-def task_label(name: str) -> str:
-    """The short name of a task argument for run ids and figures: a task file's declared name."""
-    return load_task_file(name).name if is_task_file(name) else name
 
 
 def record_task_label(config: dict) -> str:

@@ -86,20 +86,21 @@ class _PadCollator:
 
 def make_collator(tokenizer, task) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """A collate function that right-pads each batch to its longest sequence and returns torch tensors;
-    ``labels`` (or ``label``) come out float32 for regression tasks and int64 otherwise; a multiple-choice
-    task's rows are padded to ``[batch, candidates, tokens]`` (``tenpeft.lab.tasks.choices.ChoiceCollator``).
+    ``labels`` (or ``label``) come out float32 for regression tasks and int64 otherwise (a multiple-choice
+    task's candidates are padded by ``tenpeft.lab.tasks.choices.ChoiceCollator``).
 
     Tokenizers without a pad token (GPT-2, LLaMA) pad with their eos token; the tokenizer itself is not
     changed. Padded positions have attention_mask 0, so the choice of pad id does not matter to the model.
     """
     spec = get_task(task)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
+    return _PadCollator(pad_id(tokenizer), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+                        torch.float32 if spec.is_regression else torch.int64)
+
+
+def pad_id(tokenizer) -> int:
+    """The id a batch is padded with: the pad token, else the eos token; a TenpeftError if it has neither."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
         raise TenpeftError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; "
                            f"set tokenizer.pad_token before making a collator")
-    from tenpeft.lab.tasks.choices import ChoiceCollator, is_choice_task
-
-    if is_choice_task(spec):
-        return ChoiceCollator(int(pad_id))
-    return _PadCollator(int(pad_id), int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-                        torch.float32 if spec.is_regression else torch.int64)
+    return int(pad)

@@ -2,7 +2,7 @@
 
 A row becomes trl's ``prompt`` / ``completion`` (MeZO's ``SQuADv2Template`` / ``DROPTemplate``: the prompt ends
 in ``"Answer:"``, the completion is ``" <first answer>\\n"``) and keeps every gold answer in ``answers``. It is
-trained like an instruction task (``tenpeft.lab.sft``: the loss on the completion tokens only) and scored by
+trained like an instruction task (``tenpeft.lab.runners.sft``: the loss on the completion tokens only) and scored by
 greedy generation: at most ``MAX_NEW_TOKENS`` new tokens, stopped at a newline or EOS, compared with each gold
 answer after SQuAD's normalization (lower case, no punctuation, no articles, single spaces); a prediction's
 exact match and token F1 are its best over the gold answers (MeZO's ``metrics.py``). F1 is the headline.
@@ -22,6 +22,9 @@ from typing import Callable, Mapping
 import torch
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.data import subsample
+from tenpeft.lab.tasks.instruction import InstructionKind
+from tenpeft.lab.tasks.prompts import leading_special_ids
 
 MAX_NEW_TOKENS = 50  # MeZO's --max_new_tokens
 METRICS = ("f1", "em", "completion_ce", "perplexity")  # the headline first; higher is better for f1 and em
@@ -55,11 +58,6 @@ GENERATION_TASKS = {t.name: t for t in (
     GenerationTask("drop", "ucinlp/drop", ("passage", "question", "answers_spans"), _drop_prompt,
                    lambda row: list(row["answers_spans"]["spans"])),
 )}
-
-
-def is_generation(name: str) -> bool:
-    """Whether ``name`` is a generation task (trained as an instruction task, scored by generation)."""
-    return name in GENERATION_TASKS
 
 
 def _read(task: GenerationTask, data_dir: str | None) -> dict:
@@ -98,8 +96,6 @@ def load_generation(name: str, data_dir, train_size: int | None = None, eval_siz
                     data_seed: int = 0):
     """``(train, eval)`` of ``prompt``/``completion``/``answers`` rows of task ``name``, each subsampled to its
     size (None: every row) by ``data_seed``."""
-    from tenpeft.lab.tasks.data import subsample
-
     task = GENERATION_TASKS[name]
     read = _read(task, None if data_dir is None else str(data_dir))
     return tuple(_as_rows(task, subsample(rows, size, data_seed), where)
@@ -135,8 +131,6 @@ def _stop_ids(tokenizer) -> list[int]:
 def generate_answers(model, tokenizer, prompts: list[str], max_length: int) -> list[str]:
     """Greedy answers to ``prompts``, one at a time: at most ``MAX_NEW_TOKENS`` new tokens within
     ``max_length``, stopped at a newline or EOS, decoded without special tokens, first line, stripped."""
-    from tenpeft.lab.tasks.prompts import leading_special_ids
-
     was_training, device, prefix = model.training, next(model.parameters()).device, leading_special_ids(tokenizer)
     model.eval()
     out = []
@@ -159,3 +153,39 @@ def qa_metrics(predictions: list[str], answers: list[list[str]]) -> dict:
     scores = [qa_scores(p, a) if p else (0.0, 0.0) for p, a in zip(predictions, answers)]
     return {"em": sum(s[0] for s in scores) / len(scores), "f1": sum(s[1] for s in scores) / len(scores),
             "empty_generations": sum(1 for p in predictions if not p)}
+
+
+class GenerationKind(InstructionKind, name="generation"):
+    """Question answering by generation (:data:`GENERATION_TASKS`): trained as an instruction task (``sft``),
+    scored by greedy answers' exact match and F1 against the gold answers (F1 the headline, higher is better)."""
+
+    @classmethod
+    def owns(cls, ref: str) -> bool:
+        return ref in GENERATION_TASKS
+
+    @classmethod
+    def known(cls) -> list[str]:
+        return list(GENERATION_TASKS)
+
+    def rows(self, spec, tokenizer):
+        """``(train, eval)`` rows of ``prompt``/``completion``/``answers`` for run ``spec``."""
+        return load_generation(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.eval_size,
+                               spec.data.data_seed)
+
+    @property
+    def eval_split(self) -> str:
+        return GENERATION_TASKS[self.ref].eval_split
+
+    def scorer(self, spec, tokenizer, held):
+        """``(held without answers, scorer)``: the rows trl reads, and the function that answers their prompts
+        by greedy generation and scores them against the gold answers."""
+        prompts, answers = held["prompt"], held["answers"]
+
+        def score(model) -> dict:
+            return qa_metrics(generate_answers(model, tokenizer, prompts, spec.train.max_length), answers)
+
+        return held.remove_columns("answers"), score
+
+    def score(self, best: dict | None) -> dict:
+        metric = GENERATION_TASKS[self.ref].headline_metric
+        return {"metric": metric, "value": None if best is None else best["metrics"][metric], "higher_is_better": True}

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_data_file, subsample
+from tenpeft.lab.tasks.kinds import TaskKind
 from tenpeft.lab.tasks.preference import split_dialogue
 
 LOCAL = "local:"
@@ -43,35 +45,6 @@ class InstructionTask:
 
 INSTRUCTION_TASKS = {t.name: t for t in (InstructionTask("alpaca_cleaned", hub="yahma/alpaca-cleaned"),
                                          InstructionTask("hh_chosen", folder="hh_harmless", eval_split="test"))}
-
-
-def is_instruction(name: str) -> bool:
-    """Whether ``name`` is an instruction task (these never chain with others): a named one, ``local:PATH``,
-    a task file of kind ``lm``, or a generation task (``tasks.generation``: trained the same way)."""
-    from tenpeft.lab.tasks.generation import is_generation
-
-    return name in INSTRUCTION_TASKS or name.startswith(LOCAL) or _lm_file(name) is not None or is_generation(name)
-
-
-def _lm_file(name: str):
-    """The TaskFile of an ``lm`` task file, else None."""
-    from tenpeft.lab.tasks.custom import is_task_file, load_task_file
-
-    if not is_task_file(name):
-        return None
-    file = load_task_file(name).file
-    return file if file.kind == "lm" else None
-
-
-def eval_split_name(name: str) -> str:
-    """What a record names as the held-out split of task ``name``."""
-    from tenpeft.lab.tasks.data import HELD_OUT
-    from tenpeft.lab.tasks.generation import GENERATION_TASKS
-
-    if name in GENERATION_TASKS:
-        return GENERATION_TASKS[name].eval_split
-    task = INSTRUCTION_TASKS.get(name)
-    return task.eval_split if task and task.eval_split else HELD_OUT
 
 
 def _instruction_prompt(row: dict, tokenizer) -> str:
@@ -118,11 +91,9 @@ def _pairs(rows, where: str, tokenizer, dialogue: bool):
 
 
 def _read(name: str, data_dir: str | None):
-    """``{split: (rows, where)}``: ``train`` and, where the source has one, ``eval``."""
+    """``{split: (rows, where)}`` of a named or ``local:`` task: ``train`` and, where it has one, ``eval``."""
     import datasets
 
-    if (file := _lm_file(name)) is not None:
-        return _read_task_file(file)
     if name.startswith(LOCAL):
         path = Path(name[len(LOCAL):]).expanduser()
         if not path.is_file():
@@ -145,8 +116,6 @@ def _read(name: str, data_dir: str | None):
 
 def _read_task_file(file):
     """An ``lm`` task file's splits with its columns renamed to the standard roles."""
-    from tenpeft.lab.tasks.data import read_data_file
-
     out = {}
     for key, path in (("train", file.train), ("eval", file.eval)):
         if path is None:
@@ -163,18 +132,13 @@ def _read_task_file(file):
 
 
 def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
-                     data_seed: int = 0):
-    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name`` (a generation task's also keep
-    ``answers``), subsampled to their sizes (None: every row; a train-only source: the held-out rows carved
+                     data_seed: int = 0, file=None):
+    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name`` (an ``lm`` task file: its
+    ``file``), subsampled to their sizes (None: every row; a train-only source: the held-out rows carved
     from it) by ``data_seed``."""
-    if not is_instruction(name):
-        raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)}, squad, drop or local:PATH")
-    from tenpeft.lab.tasks.data import carve_held_out, subsample
-    from tenpeft.lab.tasks.generation import is_generation, load_generation
-
-    if is_generation(name):  # with an ``answers`` column beside prompt and completion
-        return load_generation(name, data_dir, train_size, eval_size, data_seed)
-    read = _read(name, None if data_dir is None else os.fspath(data_dir))
+    if file is None and name not in INSTRUCTION_TASKS and not name.startswith(LOCAL):
+        raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
+    read = _read_task_file(file) if file is not None else _read(name, None if data_dir is None else os.fspath(data_dir))
     dialogue = name == "hh_chosen"
     (train, where), held = read["train"], read.get("eval")
     if held is None:
@@ -199,3 +163,47 @@ def screen(rows, tokenizer, max_length: int, where: str, replies: tuple[str, ...
         raise TenpeftError(f"{where}: every prompt fills --max-length {max_length} tokens, leaving no reply token to "
                            f"train or score; raise --max-length")
     return rows.select([i for i, k in enumerate(keep) if k]), keep.count(False)
+
+
+class InstructionKind(TaskKind, name="instruction"):
+    """Prompt and reply rows (a named instruction task, ``local:PATH`` or an ``lm`` task file), trained by
+    the ``sft`` runner on the reply tokens and scored by the held-out completion cross-entropy (lower is
+    better)."""
+
+    objective = "sft"
+    replies = ("completion",)
+
+    def __init__(self, ref: str, *, task=None, **kwargs):
+        super().__init__(ref, **kwargs)
+        self.file = task.file if task is not None else None
+
+    @classmethod
+    def owns(cls, ref: str) -> bool:
+        return ref in INSTRUCTION_TASKS or ref.startswith(LOCAL)
+
+    @classmethod
+    def known(cls) -> list[str]:
+        return [*INSTRUCTION_TASKS, f"{LOCAL}PATH"]
+
+    def check(self, spec, config) -> None:
+        """Nothing beyond the rows the runner reads and screens."""
+
+    def rows(self, spec, tokenizer):
+        """``(train, eval)`` rows of ``prompt``/``completion`` for run ``spec``."""
+        return load_instruction(self.ref, spec.data.data_dir, tokenizer, spec.data.train_size, spec.data.eval_size,
+                                spec.data.data_seed, file=self.file)
+
+    @property
+    def eval_split(self) -> str:
+        """What a record names the held-out split."""
+        task = INSTRUCTION_TASKS.get(self.ref)
+        return task.eval_split if task and task.eval_split else HELD_OUT
+
+    def scorer(self, spec, tokenizer, held):
+        """``(held rows trl reads, scorer or None)``: no score beyond the completion cross-entropy."""
+        return held, None
+
+    def score(self, best: dict | None) -> dict:
+        """The record's score: the held-out completion cross-entropy (lower is better)."""
+        return {"metric": METRICS[0], "value": None if best is None else best["metrics"][METRICS[0]],
+                "higher_is_better": False}

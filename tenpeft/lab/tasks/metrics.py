@@ -6,7 +6,7 @@ from scipy import stats
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.specs import get_task
+from tenpeft.lab.tasks.kinds import task_kind
 
 
 def compute_metrics(task, predictions, labels) -> dict[str, float]:
@@ -18,7 +18,7 @@ def compute_metrics(task, predictions, labels) -> dict[str, float]:
     or labels are constant (no correlation can be measured), F1 is 0.0 when there is no positive class;
     non-finite regression predictions (a diverged run) give NaN correlations rather than an error.
     """
-    spec = get_task(task)
+    spec = task_kind(task).task if isinstance(task, str) else task
     preds, gold = _as_array(predictions, "predictions"), _as_array(labels, "labels")
     if spec.is_regression:
         preds = preds.reshape(-1) if preds.ndim == 2 and preds.shape[1] == 1 else preds

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, subsample
+from tenpeft.lab.tasks.kinds import TaskKind
 
 ASSISTANT = "\n\nAssistant:"
 METRICS = ("reward_accuracy", "dpo_loss", "reward_margin")  # the headline first
@@ -43,8 +45,6 @@ class PreferenceTask:
     @property
     def eval_name(self) -> str:
         """What a record names the evaluation split."""
-        from tenpeft.lab.tasks.data import HELD_OUT
-
         return self.eval_split or HELD_OUT
 
 
@@ -72,11 +72,6 @@ PREFERENCE_TASKS = {t.name: t for t in (
                    columns=("system", "input", "chosen", "rejected", "status", "chosen_score", "in_gsm8k_train"),
                    pair=_orca_pair, keep=_orca_keep),
 )}
-
-
-def is_preference(name: str) -> bool:
-    """Whether ``name`` is a preference task (these never chain with others)."""
-    return name in PREFERENCE_TASKS
 
 
 def split_dialogue(text: str, where: str) -> tuple[str, str]:
@@ -137,8 +132,6 @@ def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: i
     """``(train, eval)`` datasets of ``prompt``/``chosen``/``rejected`` for task ``name``, each subsampled
     to its size (None: every row) by a shuffle with ``data_seed``; a task without an evaluation split has
     its held-out pairs carved from train (``carve_held_out``: ``eval_size``, else a tenth)."""
-    from tenpeft.lab.tasks.data import carve_held_out, subsample
-
     if name not in PREFERENCE_TASKS:
         raise TenpeftError(f"unknown preference task {name!r}; known: {', '.join(PREFERENCE_TASKS)}")
     task = PREFERENCE_TASKS[name]
@@ -152,3 +145,31 @@ def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: i
         parts = ((subsample(rows, train_size, data_seed), where),
                  (subsample(_kept(task, held, held_where), eval_size, data_seed), held_where))
     return tuple(_as_pairs(task, part, part_where) for part, part_where in parts)
+
+
+class PreferenceKind(TaskKind, name="preference"):
+    """Chosen and rejected replies to one prompt (:data:`PREFERENCE_TASKS`), trained by the ``dpo`` runner and
+    scored by held-out reward accuracy."""
+
+    objective = "dpo"
+    replies = ("chosen", "rejected")
+
+    @classmethod
+    def owns(cls, ref: str) -> bool:
+        return ref in PREFERENCE_TASKS
+
+    @classmethod
+    def known(cls) -> list[str]:
+        return list(PREFERENCE_TASKS)
+
+    def check(self, spec, config) -> None:
+        """Nothing beyond the pairs the runner reads and screens."""
+
+    def rows(self, spec, tokenizer):
+        """``(train, eval)`` pairs of ``prompt``/``chosen``/``rejected`` for run ``spec``."""
+        return load_preference(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.eval_size,
+                               spec.data.data_seed)
+
+    @property
+    def eval_split(self) -> str:
+        return PREFERENCE_TASKS[self.ref].eval_name

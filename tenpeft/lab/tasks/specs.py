@@ -31,7 +31,8 @@ class TaskSpec:
     """One task: its name (a GLUE task's ``glue`` config name), text columns, label count, metrics
     (headline first), evaluation splits in order of preference, and for a task-file task its file.
 
-    ``answers`` names a multiple-choice task whose candidates vary per row (ReCoRD): its
+    ``kind`` names the task kind that trains it (``tenpeft.lab.tasks.kinds``). ``answers`` names a
+    multiple-choice task whose candidates vary per row (ReCoRD): its
     ``(candidates column, correct-answers column)``, both lists of strings; such a task has no ``label``
     column (its ``label`` is derived: the first correct candidate's index) and ``num_labels`` 0."""
 
@@ -43,6 +44,7 @@ class TaskSpec:
     file: TaskFile | None = None
     hub: tuple[str, str] | None = None
     answers: tuple[str, str] | None = None
+    kind: str = "classification"
 
     @property
     def hub_source(self) -> tuple[str, str]:
@@ -70,6 +72,35 @@ class TaskSpec:
         """The metric the LoRETTA paper reports for this task."""
         return self.metrics[0]
 
+    def loss(self, logits, labels, reduction: str = "mean"):
+        """The training loss: cross-entropy over the classes, mean squared error for a regression score
+        (``reduction`` as torch's; ``"none"``: one loss per example)."""
+        import torch.nn.functional as F
+
+        if self.is_regression:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
+        return F.cross_entropy(logits.float(), labels, reduction=reduction)
+
+    def predict(self, logits, batch: dict):
+        """``(predictions, gold)``, one per example: the score (regression) or the argmax class; where the batch
+        marks several correct candidates (``gold``, ReCoRD), a prediction among them counts as the label."""
+        import torch
+
+        labels = batch["labels"]
+        if self.is_regression:
+            return logits.squeeze(-1), labels
+        pred = logits.argmax(-1)
+        if "gold" in batch:
+            hit = batch["gold"].gather(-1, pred[:, None]).squeeze(-1)
+            pred = torch.where(hit, labels, pred)
+        return pred, labels
+
+    def score(self, predictions, labels) -> dict[str, float]:
+        """Every metric of :attr:`metrics` (headline first) of gathered ``predictions`` against ``labels``."""
+        from tenpeft.lab.tasks.metrics import compute_metrics
+
+        return compute_metrics(self, predictions, labels)
+
 
 GLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("cola", ("sentence",), 2, ("matthews", "accuracy")),
@@ -90,29 +121,29 @@ SUPERGLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (  # test sp
     TaskSpec("wsc", ("text", "span1_text", "span2_text"), 2, ("accuracy",), ("validation",),
              hub=(SUPERGLUE_HUB, "wsc.fixed")),
     TaskSpec("copa", ("premise", "choice1", "choice2", "question"), 2, ("accuracy",), ("validation",),
-             hub=(SUPERGLUE_HUB, "copa")),  # multiple choice: tenpeft.lab.tasks.choices
+             hub=(SUPERGLUE_HUB, "copa"), kind="multiple_choice"),  # tenpeft.lab.tasks.choices
     TaskSpec("multirc", ("paragraph", "question", "answer"), 2, ("accuracy",), ("validation",),
              hub=(SUPERGLUE_HUB, "multirc")),
     TaskSpec("record", ("passage", "query"), 0, ("accuracy",), ("validation",), hub=(SUPERGLUE_HUB, "record"),
-             answers=("entities", "answers")),  # multiple choice over each passage's entities
+             answers=("entities", "answers"), kind="multiple_choice"),  # over each passage's entities
 )}
 TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SUPERGLUE_TASKS}
 
 
-def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The :class:`TaskSpec` for a GLUE or SuperGLUE task name (case-insensitive, ``sst-2`` spelled either way)
-    or a task file (``.json``/``.toml``, see ``tenpeft.lab.tasks.custom``); a TaskSpec is returned as is."""
-    if isinstance(name, TaskSpec):
-        return name
-    from tenpeft.lab.tasks.custom import is_task_file, load_task_file
-
-    if is_task_file(name):
-        return load_task_file(name)
-    if not isinstance(name, str):
-        raise TenpeftError(f"task must be a GLUE task name or a TaskSpec, not {type(name).__name__}; "
-                           f"known tasks: {', '.join(TASKS)} or a task file (.json, .toml)")
-    key = name.strip().lower().replace("-", "")
+def named_task(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of a GLUE or SuperGLUE task name (case-insensitive, ``sst-2`` spelled either way)."""
+    key = name.strip().lower().replace("-", "") if isinstance(name, str) else None
     if key not in TASKS:
         raise TenpeftError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a task file "
                            f"(.json, .toml; see tenpeft.lab.tasks.custom)")
     return TASKS[key]
+
+
+def get_task(name) -> TaskSpec:
+    """The :class:`TaskSpec` of a task argument of a supervised kind (a GLUE or SuperGLUE name, a task file;
+    ``tenpeft.lab.tasks.kinds``); a TaskSpec is returned as is."""
+    if isinstance(name, TaskSpec):
+        return name
+    from tenpeft.lab.tasks.kinds import task_kind
+
+    return task_kind(name).task

@@ -1,4 +1,5 @@
-"""What the lab's trl runs (DPO in ``dpo.py``, SFT in ``sft.py``) share: the checks before training, the
+"""What the lab's trl runners (DPO in ``dpo.py``, SFT in ``sft.py``) share: the checks before training (a
+decoder, one task, trl installed, the method on the meta device, the kind's rows read and screened), the
 adapted policy, the trl training arguments built from the run's TrainConfig, the reference context and the
 divergence test of the history.
 
@@ -18,13 +19,14 @@ import tenpeft
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.adapt import apply_method, count_parameters
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, resolve_model
+from tenpeft.lab.runners.base import Runner
+from tenpeft.lab.spec import adapt_on_meta, decode_args
+from tenpeft.lab.tasks.instruction import screen
 
 
 def screened(spec, tokenizer, train, held, replies: tuple[str, ...]):
     """``(train, held, skipped)``: both splits without the rows whose prompt fills ``--max-length`` (see
     ``tasks.instruction.screen``), and how many of each were skipped, as records keep it."""
-    from tenpeft.lab.tasks.instruction import screen
-
     train, skip_train = screen(train, tokenizer, spec.train.max_length, f"{spec.task} training rows", replies)
     held, skip_eval = screen(held, tokenizer, spec.train.max_length, f"{spec.task} held-out rows", replies)
     return train, held, {"train": skip_train, "eval": skip_eval}
@@ -48,11 +50,8 @@ def gradient_checkpointing() -> bool:
     return torch.cuda.is_available()
 
 
-def check_trl_run(spec, what: str, trainer: str) -> None:
+def check_trl_run(spec, config, what: str, trainer: str) -> None:
     """What can fail before a trl run trains: a decoder, one task, trl installed, the method on the meta device."""
-    from tenpeft.lab.run import adapt_on_meta
-
-    config = load_config(resolve_model(spec.model))
     if not is_decoder(config):
         raise TenpeftError(f"{what} trains a causal LM; {spec.model} is an encoder (use e.g. "
                            f"--model smollm2, tiny-llama or a LLaMA-family model)")
@@ -79,8 +78,6 @@ def tokenizer_for(source):
 def adapted_policy(spec, source):
     """``(model, params)``: the base causal LM with the run's method (its JSON arguments decoded, as the GLUE
     path does), and its parameter counts."""
-    from tenpeft.lab.run import decode_args
-
     model = load_model(source, 2, seed=spec.seed)
     model = apply_method(model, spec.method, decode_args(spec.method_args), decoder=True)
     return model, count_parameters(model)
@@ -116,3 +113,20 @@ def diverged(history: list[dict], task: str, val_metric: str) -> dict | None:
         if entry["val_loss"] is None:
             return {"task": task, "step": entry["step"], "loss": "validation", "value": str(entry["metrics"][val_metric])}
     return None
+
+
+def kind_rows(spec, kind, tokenizer):
+    """``(train, eval, skipped)``: the kind's rows for run ``spec``, screened (``screened``)."""
+    return screened(spec, tokenizer, *kind.rows(spec, tokenizer), kind.replies)
+
+
+class TrlRunner(Runner):
+    """A runner on a trl trainer: ``what`` it does and the ``trainer`` it uses, for the checks' messages."""
+
+    what: str = ""
+    trainer: str = ""
+
+    def check(self, spec, kinds: list, config) -> None:
+        check_trl_run(spec, config, self.what, self.trainer)
+        kinds[0].check(spec, config)
+        note_skipped(spec, kind_rows(spec, kinds[0], tokenizer_for(resolve_model(spec.model)))[2])
