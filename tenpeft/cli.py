@@ -13,6 +13,7 @@ import os
 import sys
 
 import tenpeft
+from tenpeft.assign import parse_value
 from tenpeft.io import adapter_files, read_adapter_config
 from tenpeft.plugins import import_plugins, load_entry_points
 from tenpeft.state import CONFIG_NAME
@@ -62,10 +63,7 @@ def parse_sets(items: list[str]) -> dict:
         if not sep or not key.isidentifier() or key in hp:
             raise CliError(f"bad --set {item!r}: expected KEY=VALUE, KEY a hyperparameter name given once "
                            f"(--rank R counts as rank=R)")
-        try:
-            hp[key] = json.loads(value)
-        except json.JSONDecodeError:
-            hp[key] = value
+        hp[key] = parse_value(value)
     return hp
 
 

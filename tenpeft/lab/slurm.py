@@ -11,11 +11,11 @@ parent prints the job ids, then either follows the tasks to the end and conclude
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
+from tenpeft.assign import parse_assignments
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.run import RunSpec
 from tenpeft.lab.outcomes import POLL_S, Progress, fail, quiet, work
@@ -47,19 +47,6 @@ class RunTask:
         return DelayedSubmission(self, spec)
 
 
-def _sets(items: list[str] | None) -> dict:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TenpeftError(f"--slurm-set {item!r}: write KEY=VALUE, e.g. account=lab")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def parameters(args) -> dict:
     """submitit's parameters from the ``--slurm-*`` options (generic names, SLURM ones prefixed)."""
     given = {"timeout_min": args.slurm_time, "gpus_per_node": args.slurm_gpus, "cpus_per_task": args.slurm_cpus,
@@ -68,7 +55,7 @@ def parameters(args) -> dict:
     params = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
     if not params["gpus_per_node"]:
         del params["gpus_per_node"]  # --slurm-gpus 0: ask for none
-    return {**params, **{f"slurm_{k}": v for k, v in _sets(args.slurm_set).items()}}
+    return {**params, **{f"slurm_{k}": v for k, v in parse_assignments(args.slurm_set, "--slurm-set", "account=lab").items()}}
 
 
 def executor(args, study: str):

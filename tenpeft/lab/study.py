@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from tenpeft.assign import parse_assignment
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.flags import add_import_flag, base_parser, csv_list, task_list  # noqa: F401  (the studies' import)
 from tenpeft.lab.loop import TrainConfig
@@ -57,15 +58,11 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     """``["lora.alpha=16"]`` -> ``{"lora": {"alpha": 16}}``."""
     out: dict[str, dict] = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, value = parse_assignment(item, "--set", "lora.alpha=16 (METHOD.KEY=VALUE)")
         method, dot, name = key.partition(".")
-        if not sep or not dot or not name:
+        if not dot or not method or not name:
             raise TenpeftError(f"--set {item!r}: write METHOD.KEY=VALUE, e.g. lora.alpha=16")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        out.setdefault(method, {})[name] = parsed
+        out.setdefault(method, {})[name] = value
     return out
 
 
