@@ -14,22 +14,10 @@ its score right after its own stage minus its score at the end.
 """
 from __future__ import annotations
 
-from tenpeft.lab.plots import figure_name, forgetting_figure, save_figure
+from tenpeft.lab.plots import figure_name, forgetting_figure, forgetting_rows, save_figure
 from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, main_process, run_all, script, task_list
 
 PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
-
-
-def forgetting_table(records: list[dict]) -> list[dict]:
-    """Per run: each task's score right after its own stage, at the end, and the drop."""
-    rows = []
-    for r in records:
-        stages = r["stages"]
-        for i, stage in enumerate(stages):
-            own, final = stage["scores"][stage["task"]], stages[-1]["scores"][stage["task"]]
-            rows.append({"method": r["config"]["method"], "seed": r["config"]["seed"], "task": stage["task"],
-                         "after_own_stage": own, "at_end": final, "forgetting": own - final})
-    return rows
 
 
 def print_forgetting(rows: list[dict]) -> None:
@@ -57,7 +45,7 @@ def main(argv=None) -> list[dict]:
     if not records:
         print("every run diverged: no table or figure; try smaller learning rates (--lrs)")
         return []
-    print_forgetting(forgetting_table(records))
+    print_forgetting(forgetting_rows(records))
     for path in save_figure(forgetting_figure(records), args.figures_dir, figure_name("forgetting", records)):
         print(f"wrote {path}")
     return records

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.plots import runs_frame, summarize
+from tenpeft.lab.plots import forgetting_rows, runs_frame, summarize
 from tenpeft.lab.records import load_records
 from tenpeft.lab.study import best_lr_only, script
 
@@ -70,14 +70,8 @@ def overfitting_table(records: list[dict]) -> str:
 
 def forgetting_table(records: list[dict]) -> str:
     """Per method and task: score right after its own stage, at the end, and the drop (mean ± std)."""
-    rows = []
-    for r in records:
-        stages = r["stages"]
-        for stage in stages:
-            own, end = stage["scores"][stage["task"]], stages[-1]["scores"][stage["task"]]
-            rows.append({"method": r["config"]["method"], "task": stage["task"], "own": own, "end": end,
-                         "forgot": own - end, "trainable": r["params"]["trainable"]})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(forgetting_rows(records)).rename(
+        columns={"after_own_stage": "own", "at_end": "end", "forgetting": "forgot"})
     lines = ["| method | trainable | task | after own stage (%) | after the last stage (%) | forgetting (points) |",
              "|---|---|---|---|---|---|"]
     for (method, task), g in frame.groupby(["method", "task"], sort=True):

@@ -98,9 +98,15 @@ def test_forgetting_records_every_stage(workspace):
     record = json.loads(next((workspace / "results" / "forgetting").glob("*.json")).read_text())
     assert record["config"]["task"] == "sst2>mrpc>rte"
     assert [s["task"] for s in record["stages"]] == ["sst2", "mrpc", "rte"]
-    rows = load("forgetting").forgetting_table([record])
-    assert {r["task"] for r in rows} == {"sst2", "mrpc", "rte"}
-    assert all(r["forgetting"] == pytest.approx(r["after_own_stage"] - r["at_end"]) for r in rows)
+    from tenpeft.lab.plots import forgetting_rows
+
+    rows = {r["task"]: r for r in forgetting_rows([record])}
+    assert set(rows) == {"sst2", "mrpc", "rte"} and rows["rte"]["forgetting"] == 0
+    for stage in record["stages"]:
+        row = rows[stage["task"]]
+        assert row["after_own_stage"] == stage["scores"][stage["task"]]
+        assert row["at_end"] == record["stages"][-1]["scores"][stage["task"]]
+        assert row["forgetting"] == pytest.approx(row["after_own_stage"] - row["at_end"])
 
 
 def test_frontier_reads_every_record_on_disk(workspace):

@@ -66,6 +66,20 @@ def _stage_scores(rec: dict) -> tuple[str, list[str], dict[str, dict[str, float]
     return str(rec["config"]["task"]), order, table
 
 
+def forgetting_rows(records: list[dict]) -> list[dict]:
+    """Per run and task of its chain: the task's score right after its own stage (``after_own_stage``), after
+    the last stage (``at_end``) and the drop (``forgetting``), with the run's method, seed and trainable count."""
+    rows = []
+    for rec in records:
+        _, order, table = _stage_scores(rec)
+        for task in order:
+            own, end = table[task][task], table[order[-1]][task]
+            rows.append({"method": rec["config"]["method"], "seed": rec["config"]["seed"], "task": task,
+                         "trainable": rec["params"]["trainable"], "after_own_stage": own, "at_end": end,
+                         "forgetting": own - end})
+    return rows
+
+
 def forgetting_matrices(records: list[dict]) -> dict[tuple[str, str], pd.DataFrame]:
     """Per (label, task sequence): the mean over seeds of the score of every evaluated task (columns)
     after each training stage (rows, in training order)."""
