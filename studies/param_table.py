@@ -16,10 +16,9 @@ import os
 import tempfile
 
 import transformers
-from transformers import AutoConfig
 
 import tenpeft
-from tenpeft.presets import PRESETS, build_on_meta, preset_config
+from tenpeft.presets import PRESETS, build_on_meta, load_config, preset_config
 from tenpeft.lab.study import script
 
 def rows_for(name: str, config, methods) -> list[dict]:
@@ -61,7 +60,7 @@ def main(argv=None) -> None:
     transformers.logging.set_verbosity_error()
     configs = {name: preset_config(name) for name in args.models}
     if args.config_dir:
-        configs = {os.path.basename(os.path.normpath(args.config_dir)): AutoConfig.from_pretrained(args.config_dir)}
+        configs = {os.path.basename(os.path.normpath(args.config_dir)): load_config(args.config_dir)}
     rows = [row for name, config in configs.items() for row in rows_for(name, config, args.methods)]
     print_table(rows)
     if args.json:

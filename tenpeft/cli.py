@@ -17,7 +17,7 @@ from tenpeft.assign import parse_value
 from tenpeft.io import adapter_files, read_adapter_config
 from tenpeft.plugins import import_plugins, load_entry_points
 from tenpeft.state import CONFIG_NAME
-from tenpeft.presets import PRESETS, TASKS, build_on_meta, preset_config
+from tenpeft.presets import PRESETS, TASKS, build_on_meta, load_config
 from tenpeft.report import COMPONENTS as TRAINABLE_COMPONENTS
 
 COMPONENTS = (*TRAINABLE_COMPONENTS, "frozen_stored", "seed_regenerable")  # how an adapter file's tensors count
@@ -33,26 +33,6 @@ class CliError(Exception):
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
-def load_config(model: str):
-    """A transformers config from a preset name, a directory holding config.json, or a hub id."""
-    import huggingface_hub
-    import transformers
-    transformers.logging.set_verbosity_error()
-    if model in PRESETS:
-        return preset_config(model)
-    looks_local = os.path.exists(model) or os.path.isabs(model) or model.startswith((".", "~"))  # never hub ids
-    if looks_local and not os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
-        raise CliError(f"{model!r} is not a directory holding config.json")
-    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when offline
-    try:
-        return transformers.AutoConfig.from_pretrained(os.path.expanduser(model))
-    except (OSError, ValueError) as err:
-        where = "has an unreadable config.json" if os.path.isdir(model) else \
-            "could not be found locally or on the Hugging Face Hub"
-        raise CliError(f"model {model!r} {where} ({_first_line(err)}); pass a preset ({', '.join(PRESETS)}) or "
-                       f"a local directory containing config.json") from None
 
 
 def parse_sets(items: list[str]) -> dict:

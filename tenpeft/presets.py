@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import transformers
@@ -27,6 +28,30 @@ PRESETS = {
     "gpt2": ("GPT2Config", {}),
 }
 TASKS = {"seq-cls": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM", "base": "AutoModel"}
+
+
+def load_config(model: str, gguf_file: str | None = None, presets: bool = True):
+    """A transformers config (no weights) from a preset name (if ``presets``), a local directory (its
+    config.json, or ``gguf_file`` in it), or a Hub id; one TenpeftError saying which ``model`` failed to be.
+    Weights are loaded with the Hub's own config, so a loader of weights passes ``presets=False``."""
+    import huggingface_hub
+
+    if presets and model in PRESETS:
+        return preset_config(model)
+    path = os.path.expanduser(model)
+    looks_local = os.path.exists(model) or os.path.isabs(model) or model.startswith((".", "~"))  # never hub ids
+    if looks_local and gguf_file is None and not os.path.isfile(os.path.join(path, "config.json")):
+        raise TenpeftError(f"{model!r} is not a directory holding config.json")
+    transformers.logging.set_verbosity_error()
+    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when offline
+    try:
+        return transformers.AutoConfig.from_pretrained(path, gguf_file=gguf_file)
+    except (OSError, ValueError) as err:
+        where = "has an unreadable config" if os.path.isdir(path) else "could not be found locally or on the Hugging Face Hub"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        options = f"a preset ({', '.join(PRESETS)}) or " if presets else ""
+        raise TenpeftError(f"model {model!r} {where} ({first}); pass {options}a local directory containing "
+                           f"config.json") from None
 
 
 def preset_config(name: str):

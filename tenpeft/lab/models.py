@@ -103,15 +103,14 @@ def resolve_model(name: str) -> ModelSource:
 
 def load_config(source: ModelSource):
     """The model's transformers config (no weights)."""
-    from transformers import AutoConfig
+    from tenpeft.presets import load_config as load_model_config
 
     if source.config is not None:
         return source.config()
     try:
-        return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
-    except (OSError, ValueError) as exc:
-        raise TenpeftError(f"cannot load model {source.name!r}: {exc}. Offline, use a local directory or an "
-                           f"alias from {sorted(ALIASES)}") from None
+        return load_model_config(source.path, source.gguf_file, presets=False)
+    except TenpeftError as err:
+        raise TenpeftError(f"{err}; offline, a study also takes an alias from {sorted(ALIASES)}") from None
 
 
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}  # positions start after the pad index
