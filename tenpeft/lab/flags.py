@@ -28,8 +28,8 @@ def csv_list(kind, what: str = "value"):
 
 
 def task_list(text: str) -> list[str]:
-    """An argparse type for comma-separated tasks, each as a run stores it (``canonical_ref``: a task file
-    checked and stored as its real path); an unknown name is left to the runs' checks."""
+    """An argparse type for comma-separated tasks, each as a run stores it (``canonical_ref``: ``SST-2`` as
+    ``sst2``, a task file checked and stored as its real path); an unknown name is left to the runs' checks."""
     from tenpeft.lab.tasks import canonical_ref
 
     try:

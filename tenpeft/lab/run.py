@@ -22,12 +22,16 @@ from tenpeft.lab.tasks import chain_kinds
 
 
 def check_spec(spec: RunSpec) -> None:
-    """Everything but training, fast: the method, the tasks' kinds (a chain of one kind that chains), and
+    """Everything but training, fast: the method, the tasks' kinds (a chain of one kind that chains, each task
+    spelled as its kind stores it), and
     the runner's checks of model, data and method arguments (built on the meta device). Raises a
     TenpeftError naming the problem."""
     if not is_known(spec.method):
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
     kinds = chain_kinds(spec.tasks)
+    for given, kind in zip(spec.tasks, kinds):
+        if given != kind.ref:  # one spelling per task, or the same run gets two ids
+            raise TenpeftError(f"task {given!r} is written {kind.ref!r}: pass --tasks {kind.ref} (or --chain)")
     if spec.efficiency and not all(kind.measurable for kind in kinds):
         raise TenpeftError(f"the cost of a {kinds[0].objective} run on {spec.task!r} ({kinds[0].name}) is not "
                            f"measured; the efficiency study takes classification and regression tasks")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import sys
@@ -28,7 +27,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.outcomes import (POLL_S, Progress, describe, fail, failure_log, quiet, report_starts,  # noqa: F401

@@ -10,7 +10,6 @@ import torch
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab import run as run_module
-from tenpeft.lab.loop import predict
 from tenpeft.lab.models import load_tokenizer, resolve_model
 from tenpeft.lab.tasks import get_task, load_task_data
 from tenpeft.lab.tasks.choices import ChoiceCollator, encode_choices, get_choices
@@ -63,8 +62,9 @@ def test_a_prediction_of_any_correct_candidate_counts_as_correct():
     batch = ChoiceCollator(0)(rows)
     assert batch["gold"].tolist() == [[True, False, True], [False, True, False]]
     logits = torch.tensor([[0.1, 0.2, 0.9], [0.8, 0.1, -1e9]])  # row 0 picks gold 2, row 1 picks wrong 0
-    assert predict(logits, batch, regression=False).tolist() == [0, 0]  # row 0 counts as its label
-    assert predict(logits, {"labels": batch["labels"]}, regression=False).tolist() == [2, 0]
+    spec = get_task("record")
+    assert spec.predict(logits, batch)[0].tolist() == [0, 0]  # row 0 counts as its label
+    assert spec.predict(logits, {"labels": batch["labels"]})[0].tolist() == [2, 0]
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -3,7 +3,6 @@ figures as PNG and PDF, and a rerun that trains nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -106,3 +106,27 @@ def test_the_user_kind_scores_and_losses_are_the_multilabel_ones(monkeypatch):
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
     assert torch.allclose(spec.loss(logits, labels), expected)
     assert spec.predict(logits, {"labels": labels})[0].tolist() == [[1, 0, 1]]
+
+
+@pytest.mark.parametrize("name, folder", [("hh_harmless", "hh_harmless"), ("hh_chosen", "hh_harmless"),
+                                          ("squad", "squad")])
+def test_every_kind_reads_its_local_files_through_the_one_checked_reader(name, folder, tmp_path, isolated_data):
+    from tenpeft.lab.loop import TrainConfig
+    from tenpeft.lab.run import DataConfig, RunSpec
+
+    (tmp_path / folder).mkdir()
+    for split in ("train", "test", "validation"):
+        (tmp_path / folder / f"{split}.jsonl").write_text("")
+    spec = RunSpec("t", "tiny-llama", name, "lora", train=TrainConfig(max_steps=1),
+                   data=DataConfig(data_dir=str(tmp_path), train_size=None, eval_size=None))
+    with pytest.raises(TenpeftError, match=f"{tmp_path / folder / 'train.jsonl'}' is empty"):
+        task_kind(name).rows(spec, tokenizer=None)
+
+
+def test_a_task_has_one_spelling_the_command_line_writes_and_a_spec_must_use(tmp_path):
+    from tenpeft.lab.flags import task_list
+    from tenpeft.lab.run import RunSpec, check_spec
+
+    assert task_list("SST-2,sst2,hh_harmless,sst3") == ["sst2", "sst2", "hh_harmless", "sst3"]
+    with pytest.raises(TenpeftError, match="task 'SST-2' is written 'sst2': pass --tasks sst2"):
+        check_spec(RunSpec("t", "tiny-bert", "SST-2", "lora", {"rank": 1}))

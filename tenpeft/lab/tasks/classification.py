@@ -34,8 +34,8 @@ class ClassificationKind(TaskKind, name="classification"):
     chainable = packable = measurable = True
 
     def __init__(self, ref: str, *, task: TaskSpec | None = None, **kwargs):
-        super().__init__(ref, **kwargs)
         self._task = task if task is not None else named_task(ref)
+        super().__init__(self._task.ref, **kwargs)  # one spelling: "SST-2" is "sst2"
 
     @classmethod
     def owns(cls, ref: str) -> bool:
@@ -60,8 +60,6 @@ class ClassificationKind(TaskKind, name="classification"):
     def check(self, spec, config) -> None:
         from tenpeft.lab.models import is_decoder
 
-        if self.ref != self.task.ref:  # one spelling per task, or the same run gets two ids
-            raise TenpeftError(f"task {self.ref!r} is written {self.task.ref!r}: pass --tasks {self.task.ref} (or --chain)")
         self.check_model(is_decoder(config))
         self.load(spec)
 

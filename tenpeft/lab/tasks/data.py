@@ -183,7 +183,19 @@ def _check_text_file(path: Path) -> None:
                            f"(e.g. iconv -f latin1 -t utf-8)") from None
 
 
+def read_split(path: Path, what: str) -> tuple[datasets.Dataset, str]:
+    """``(rows, where)`` of data file ``path`` (:func:`read_data_file`), the one reader of every task kind's
+    local files; a TenpeftError ``no PATH: what`` (what the task reads) if there is no such file."""
+    if not path.is_file():
+        raise TenpeftError(f"no {path}: {what}")
+    if path.suffix.lower() not in BUILDERS:
+        raise TenpeftError(f"{path} is not one of {', '.join(BUILDERS)}; save it as JSON Lines (.jsonl)")
+    return read_data_file(path), str(path)
+
+
 def read_data_file(path: Path) -> datasets.Dataset:
+    """The rows of a .jsonl, .json, .csv or .parquet file; an empty or non-UTF-8 text file, or one its
+    parser refuses, is a TenpeftError naming the file."""
     if path.suffix.lower() != ".parquet":
         _check_text_file(path)
     try:

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import torch
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import subsample
+from tenpeft.lab.tasks.data import read_split, subsample
 from tenpeft.lab.tasks.instruction import InstructionKind
 from tenpeft.lab.tasks.prompts import leading_special_ids
 
@@ -66,14 +66,9 @@ def _read(task: GenerationTask, data_dir: str | None) -> dict:
     if data_dir is None:
         found = datasets.load_dataset(task.hub)
         return {s: (found[s], f"hub:{task.hub} split {s}") for s in ("train", task.eval_split)}
-    out = {}
-    for split in ("train", task.eval_split):
-        path = Path(data_dir) / task.name / f"{split}.jsonl"
-        if not path.is_file():
-            raise TenpeftError(f"no {path}: task {task.name!r} reads <data-dir>/{task.name}/{split}.jsonl "
-                               f"(the Hub's {task.hub} columns {list(task.columns)})")
-        out[split] = (datasets.Dataset.from_json(str(path)), str(path))
-    return out
+    return {split: read_split(Path(data_dir) / task.name / f"{split}.jsonl",
+                              f"task {task.name!r} reads <data-dir>/{task.name}/{split}.jsonl (the Hub's {task.hub} "
+                              f"columns {list(task.columns)})") for split in ("train", task.eval_split)}
 
 
 def _as_rows(task: GenerationTask, rows, where: str):

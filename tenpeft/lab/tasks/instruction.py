@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_data_file, subsample
+from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_data_file, read_split, subsample
 from tenpeft.lab.tasks.kinds import TaskKind
 from tenpeft.lab.tasks.preference import split_dialogue
 
@@ -96,22 +96,16 @@ def _read(name: str, data_dir: str | None):
 
     if name.startswith(LOCAL):
         path = Path(name[len(LOCAL):]).expanduser()
-        if not path.is_file():
-            raise TenpeftError(f"no file {str(path)!r} for task {name!r}: local:PATH reads a JSON or JSONL file")
-        return {"train": (datasets.Dataset.from_json(str(path)), str(path))}
+        return {"train": read_split(path, f"task {name!r} (local:PATH) reads a JSON or JSONL file")}
     task = INSTRUCTION_TASKS[name]
     if task.hub:
         return {"train": (datasets.load_dataset(task.hub, split="train"), f"hub:{task.hub}")}
     if data_dir is None:
         raise TenpeftError(f"task {name!r} reads the local {task.folder} pairs: pass --data-dir (e.g. "
                            f"../shared/data/preference)")
-    out = {}
-    for split, key in (("train", "train"), (task.eval_split, "eval")):
-        path = Path(data_dir) / task.folder / f"{split}.jsonl"
-        if not path.is_file():
-            raise TenpeftError(f"no {path}: task {name!r} reads <data-dir>/{task.folder}/{split}.jsonl")
-        out[key] = (datasets.Dataset.from_json(str(path)), str(path))
-    return out
+    return {key: read_split(Path(data_dir) / task.folder / f"{split}.jsonl",
+                            f"task {name!r} reads <data-dir>/{task.folder}/{split}.jsonl")
+            for split, key in (("train", "train"), (task.eval_split, "eval"))}
 
 
 def _read_task_file(file):

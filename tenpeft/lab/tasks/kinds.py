@@ -95,7 +95,8 @@ def task_kind(ref) -> TaskKind:
 
 
 def canonical_ref(ref: str) -> str:
-    """How a run stores task argument ``ref`` (a task file as its real path); an unknown ref as given."""
+    """How a run stores task argument ``ref`` (``SST-2`` as ``sst2``, a task file as its real path); an unknown
+    ref as given (the run's checks name it)."""
     found = find_kind(ref)
     return ref if found is None else found.ref
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, subsample
+from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_split, subsample
 from tenpeft.lab.tasks.kinds import TaskKind
 
 ASSISTANT = "\n\nAssistant:"
@@ -106,15 +106,9 @@ def _read(task: PreferenceTask, data_dir: str | None):
         found = datasets.load_dataset(task.hub, data_dir=task.hub_dir)
         where = f"hub:{task.hub}" + (f"/{task.hub_dir}" if task.hub_dir else "")
         return {s: (found[s], f"{where} split {s}") for s in splits}
-    folder = Path(data_dir) / task.name
-    out = {}
-    for split in splits:
-        path = folder / f"{split}.jsonl"
-        if not path.is_file():
-            raise TenpeftError(f"no {path}: a preference task reads <data-dir>/{task.name}/{split}.jsonl "
-                               f"(e.g. --data-dir ../shared/data/preference)")
-        out[split] = (datasets.Dataset.from_json(str(path)), str(path))
-    return out
+    return {split: read_split(Path(data_dir) / task.name / f"{split}.jsonl",
+                              f"a preference task reads <data-dir>/{task.name}/{split}.jsonl (e.g. --data-dir "
+                              f"../shared/data/preference)") for split in splits}
 
 
 def _kept(task: PreferenceTask, rows, where: str):
