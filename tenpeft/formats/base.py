@@ -13,6 +13,10 @@ A format describes a tensor ``T`` of shape ``(n_1, ..., n_d)`` by
 Everything else (reconstruction, contraction of an input through the factors with a cost-chosen
 path, fixing or selecting indices of a mode, rank budgets, frozen-random factors, the
 zero-one-factor init) is written once here, so a new format is one short file.
+
+A format registers itself by name when it is defined, ``class CP(Factorization, name="cp")``
+(``FORMATS``; tltorch's subclass hook, so registration cannot be forgotten); ``register_format``
+registers a class defined without a name.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import TenpeftError
+from ..plugins import lookup
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,14 @@ class Factorization(nn.Module):
     """
 
     format_name: ClassVar[str] = ""
+    targets_init_std: ClassVar[bool] = True  # False: the format draws its factors its own way (no init_std)
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs):
+        """``class X(Factorization, name="x")`` registers ``X`` as format ``"x"`` (its ``format_name``)."""
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.format_name = name
+            register_format(name, cls)
 
     def __init__(self, shape: Sequence[int], rank: RankSpec = 1, *, init_std: float = 0.02,
                  factor_std: float | None = None, zero_factor: str | None = "default",
@@ -322,6 +335,25 @@ class Factorization(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={list(self.shape)}, ranks={list(self.ranks)}, zero={self.zero_factor}, frozen={list(self.frozen)}"
+
+
+FORMATS: dict[str, type[Factorization]] = {}  # filled by the subclass hook and register_format
+
+
+def register_format(name: str, cls: type[Factorization]) -> type[Factorization]:
+    """Make ``cls`` available to every method under ``format=name`` (a name given again is replaced)."""
+    if not (isinstance(cls, type) and issubclass(cls, Factorization)):
+        raise TenpeftError(f"register_format needs a Factorization subclass, got {cls!r}")
+    FORMATS[name] = cls
+    return cls
+
+
+def get_format(name: str) -> type[Factorization]:
+    """The format class registered under ``name`` (installed plugins are loaded if it is not yet)."""
+    fmt = lookup(FORMATS, name)
+    if fmt is None:
+        raise TenpeftError(f"unknown tensor format {name!r}; known formats: {sorted(FORMATS)}")
+    return fmt
 
 
 _BATCH = 63  # a label no format uses for a mode or bond

@@ -4,10 +4,8 @@ from __future__ import annotations
 from .base import Factorization
 
 
-class CP(Factorization):
+class CP(Factorization, name="cp"):
     """CP format with factors ``factor_i (n_i x r)``; ``factor_{d-1}`` is zeroed at init."""
-
-    format_name = "cp"
 
     @classmethod
     def default_zero_factor(cls, shape):

@@ -6,10 +6,8 @@ import math
 from .base import Factorization
 
 
-class Dense(Factorization):
+class Dense(Factorization, name="dense"):
     """The unfactorized tensor. Takes no rank (``rank=1`` or ``'same'``); zero at init by default."""
-
-    format_name = "dense"
 
     @classmethod
     def default_zero_factor(cls, shape):

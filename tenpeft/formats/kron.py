@@ -31,11 +31,9 @@ def _low_rank(shape, rank: int) -> bool:
     return rank < max(shape[1], shape[3]) / 2
 
 
-class Kronecker(Factorization):
+class Kronecker(Factorization, name="kron"):
     """``kron(A, B)`` over ``(o1, o2, i1, i2)``, ``B`` low-rank below the LoKr threshold; ``A`` is
     zeroed at init (PEFT LoKr's default)."""
-
-    format_name = "kron"
 
     @classmethod
     def uniform_ranks(cls, shape, rank):

@@ -32,12 +32,12 @@ def _gates(shape: tuple[int, ...]) -> tuple[tuple[str, tuple[int, ...], tuple[in
     return tuple(gates)
 
 
-class Quanta(Factorization):
+class Quanta(Factorization, name="quanta"):
     """QuanTA's gate circuit over ``(o_1..o_N, i_1..i_N)``, ``N >= 2``. Gates are drawn as the official
     code draws them, Kaiming-uniform ``U(±sqrt(3 / (n_p n_q)))``; the last gate (next to the output) is
     zeroed, so ``T = 0`` at init (the official code instead subtracts a frozen copy of the first circuit)."""
 
-    format_name = "quanta"
+    targets_init_std = False  # the official draw over each gate's fan-in; init_std is not used
 
     @classmethod
     def uniform_ranks(cls, shape, rank):

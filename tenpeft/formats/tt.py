@@ -9,11 +9,9 @@ from ..errors import TenpeftError
 from .base import Factorization
 
 
-class TT(Factorization):
+class TT(Factorization, name="tt"):
     """Tensor-train format. ``rank``: an int for every inner bond, or the ``d-1`` inner ranks
     (``d+1`` with the boundary ones also accepted). The last core is zeroed at init."""
-
-    format_name = "tt"
 
     @classmethod
     def default_zero_factor(cls, shape):

@@ -7,10 +7,8 @@ from ..errors import TenpeftError
 from .base import Factorization
 
 
-class Tucker(Factorization):
+class Tucker(Factorization, name="tucker"):
     """Tucker format; the core is zeroed at init, so every ``U_i`` learns from the second step."""
-
-    format_name = "tucker"
 
     @classmethod
     def default_zero_factor(cls, shape):
