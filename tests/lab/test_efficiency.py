@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from glue_data import write_glue
 from tenpeft.errors import TenpeftError
 from tenpeft.lab import run as run_module
 from tenpeft.lab.plots.efficiency import efficiency_table
@@ -18,11 +17,6 @@ from helpers import load_study
 FAST = ["--seeds", "0", "--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--train-size", "8",
         "--eval-size", "8", "--max-length", "16", "--no-progress"]
 KEYS = ("flops_per_step", "step_s", "peak_memory_bytes", "weights_bytes", "adapter_file_bytes")
-
-
-@pytest.fixture(scope="module")
-def glue(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("eff") / "glue")
 
 
 def _argv(tmp_path, glue, *extra):

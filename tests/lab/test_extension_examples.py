@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from glue_data import write_glue
 from tenpeft.state import CONFIG_NAME
 import paths
 
@@ -65,11 +64,6 @@ def _python(*args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
-
-
-@pytest.fixture(scope="module")
-def glue(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("glue"))
 
 
 @pytest.mark.parametrize("module", list(EXAMPLES))

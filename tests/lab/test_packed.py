@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 from accelerate import Accelerator
 
-from glue_data import write_glue
 from tenpeft import TenpeftError
 from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.models import load_model, resolve_model
@@ -15,11 +14,6 @@ from tenpeft.lab.study import Variant, base_parser, expand, run_all
 
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
 SAME = ("status", "diverged", "config", "params", "history", "best", "score", "eval_split", "stages")
-
-
-@pytest.fixture(scope="module")
-def glue(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("glue"), tasks=("sst2", "mrpc", "stsb"))
 
 
 @pytest.fixture(scope="module")

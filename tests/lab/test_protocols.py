@@ -5,7 +5,6 @@ import math
 
 import pytest
 import tenpeft
-from glue_data import write_glue
 from tenpeft import TenpeftError
 from tenpeft.lab.loop import TrainConfig, make_optimizer
 from tenpeft.lab.models import load_model, resolve_model
@@ -15,11 +14,6 @@ from tenpeft.lab.study import Variant, base_parser, expand
 
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--eval-every", "2", "--train-size", "8", "--eval-size", "8",
         "--no-progress"]
-
-
-@pytest.fixture
-def glue(tmp_path):
-    return write_glue(tmp_path / "glue", tasks=("sst2", "rte"))
 
 
 def test_lorta_protocol_is_the_official_config():

@@ -6,18 +6,12 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from glue_data import write_glue
 from tenpeft.lab.loop import TrainConfig
 from tenpeft.lab.models import PromptClassifier, load_model, resolve_model
 from tenpeft.lab.records import REQUIRED, SCHEMA
 from tenpeft.lab.run import DataConfig, RunSpec, execute
 
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
-
-
-@pytest.fixture(scope="module")
-def glue(tmp_path_factory):
-    return write_glue(tmp_path_factory.mktemp("glue"), tasks=("sst2", "mrpc", "rte", "stsb"))
 
 
 @pytest.fixture(scope="module")
