@@ -12,7 +12,7 @@ import torch
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.classification import ClassificationKind
-from tenpeft.lab.tasks.encode import check_encodable, check_encoder_task, pad_id
+from tenpeft.lab.tasks.encode import check_encodable, check_encoder_task, map_fingerprint, pad_id
 from tenpeft.lab.tasks.prompts import leading_special_ids
 from tenpeft.lab.tasks.specs import get_task
 
@@ -112,7 +112,8 @@ def encode_choices(task, tokenizer, dataset: datasets.Dataset, max_length: int =
         return out
 
     return dataset.map(tokenize, batched=True, with_indices=True, remove_columns=dataset.column_names,
-                       desc=f"candidates of {spec.name}")
+                       desc=f"candidates of {spec.name}",
+                       new_fingerprint=map_fingerprint(dataset, tokenizer, tokenize, spec, max_length))
 
 
 def _gold(row: Mapping, candidates: str, answers: str) -> list[int]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_data_file, read_split, subsample
+from tenpeft.lab.tasks.encode import map_fingerprint
 from tenpeft.lab.tasks.kinds import TaskKind
 from tenpeft.lab.tasks.preference import split_dialogue
 
@@ -87,7 +88,8 @@ def _pairs(rows, where: str, tokenizer, dialogue: bool):
             prompt, reply = _instruction_prompt(row, tokenizer), row["output"] or ""
         return {"prompt": prompt, "completion": reply}
 
-    return rows.map(convert, remove_columns=rows.column_names)
+    return rows.map(convert, remove_columns=rows.column_names,
+                    new_fingerprint=map_fingerprint(rows, tokenizer, convert, where, dialogue, sorted(need)))
 
 
 def _read(name: str, data_dir: str | None):

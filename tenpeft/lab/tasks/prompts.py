@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.encode import check_encodable
+from tenpeft.lab.tasks.encode import check_encodable, map_fingerprint
 from tenpeft.lab.tasks.specs import get_task
 
 
@@ -120,8 +120,11 @@ def encode_prompt(task, tokenizer, dataset: datasets.Dataset, max_length: int = 
         return {"input_ids": input_ids, "attention_mask": [[1] * len(row) for row in input_ids],
                 "labels": np.asarray(batch["label"], dtype=np.int64)}
 
-    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
-                       desc=f"prompting {spec.name}")
+    prepare = template.prepare.__qualname__ if template.prepare else None
+    fingerprint = map_fingerprint(dataset, tokenizer, tokenize, spec, template.template, template.label_words, prepare,
+                                  max_length)
+    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc=f"prompting {spec.name}",
+                       new_fingerprint=fingerprint)
 
 
 def label_word_ids(task, tokenizer) -> list[int]:
