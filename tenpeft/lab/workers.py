@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import signal
 import sys
@@ -267,4 +268,5 @@ def start_worker(slots, events, workers: int, gpus: list[str], imports: list[str
     import_plugins(imports)
     quiet(False)
     git_commit()
+    gc.freeze()  # as study.run_all: each run's gc.collect skips the imports
     os.environ["TENPEFT_WORKER"] = f"worker {slot}, pid {os.getpid()}"
