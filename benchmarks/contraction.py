@@ -29,7 +29,8 @@ import tenpeft  # noqa: E402
 from tenpeft.formats import get_format  # noqa: E402
 from tenpeft.layouts.bottleneck import BottleneckUpdate, TensorizedLinear  # noqa: E402
 from tenpeft.layouts.per_matrix import MatrixUpdate  # noqa: E402
-from tenpeft.layouts.shared import SharedTensorUpdate, shared_tensor_shape  # noqa: E402
+from tenpeft.layouts.shared import SharedTensorUpdate, shared_group, shared_tensor_shape  # noqa: E402
+from tenpeft.structure import Target  # noqa: E402
 
 torch.manual_seed(0)
 
@@ -90,7 +91,9 @@ def cases(structure):
         for role in ("q", "o"):
             def shared(fmt=fmt, role=role):
                 fact = nonzero(get_format(fmt)(shape, 4, zero_factor=None))
-                upd = SharedTensorUpdate(fact, structure, role, layer=5, matrix_index=0 if role == "q" else 3)
+                targets = {r: Target(r, r, 5, 768, 768) for r in ("q", "k", "v", "o")}
+                layout = shared_group(structure, list(targets.values()), head_mode=True)
+                upd = SharedTensorUpdate(fact, layout, targets[role])
                 fixed = upd._fixed()
                 if role == "q":
                     dw = lambda: fact.contract(None, (), (2, 1, 0), fixed).flatten(0, 1)  # (H*dH, d)

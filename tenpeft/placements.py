@@ -41,7 +41,7 @@ def place_rows(delta: torch.Tensor, out_slice: tuple[int, ...], out_features: in
 
 
 def _per_forward_caches(model: nn.Module) -> list:
-    """The ``per_forward`` caches of the modules in ``model.tenpeft_shared`` (e.g. ``layouts.shared.SliceCache``)."""
+    """The ``per_forward`` caches of the modules in ``model.tenpeft_shared`` (e.g. ``layouts.stack.SliceCache``)."""
     shared = model._modules.get("tenpeft_shared")
     caches = () if shared is None else (getattr(m, "per_forward", None) for m in shared.values())
     return [c for c in caches if c is not None]

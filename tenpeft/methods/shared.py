@@ -12,7 +12,8 @@ from typing import ClassVar, Sequence
 
 from ..errors import TenpeftError
 from ..formats import RankSpec, get_format
-from ..layouts.shared import SharedGroup, SharedTensorUpdate, lorta_init, shared_group
+from ..layouts.shared import SharedTensorUpdate, lorta_init, shared_group
+from ..layouts.stack import StackLayout
 from ..structure import ATTENTION_ROLES
 from .base import BuildContext, MethodConfig, Plan, check_alpha_or_scale, check_positive, parallel_plan, scale_from_alpha
 
@@ -93,8 +94,10 @@ class LortaTTConfig(LortaConfig):
     init: str = "std"
 
 
-def _group(ctx: BuildContext) -> SharedGroup:
-    return shared_group(ctx.structure, ctx.targets, type(ctx.config).head_mode)
+def _group(ctx: BuildContext) -> tuple[StackLayout, tuple[int, ...]]:
+    """The layout of the one shared tensor and its shape."""
+    layout = shared_group(ctx.structure, ctx.targets, type(ctx.config).head_mode)
+    return layout, layout.shape(ctx.targets[0].role)
 
 
 def _zero_factor(c: SharedTensorConfig) -> str | None:
@@ -113,19 +116,18 @@ def _scale(c: SharedTensorConfig, shape) -> float:
 
 def build_shared(ctx: BuildContext) -> Plan:
     """The shared tensor (registered once as ``plan.shared[shared_key]``) and one update per target."""
-    c, s, group = ctx.config, ctx.structure, _group(ctx)
-    scale = _scale(c, group.shape)
-    shared = get_format(c.format)(group.shape, c.rank, zero_factor=_zero_factor(c), seed=c.seed,
+    c, (layout, shape) = ctx.config, _group(ctx)
+    scale = _scale(c, shape)
+    shared = get_format(c.format)(shape, c.rank, zero_factor=_zero_factor(c), seed=c.seed,
                                   **ctx.placement(ctx.targets[0]))
     if c.init == "lorta" or (c.init == "default" and c.format == "cp"):
         lorta_init(shared)
-    plan = parallel_plan(ctx, lambda t: SharedTensorUpdate(shared, s, t.role, t.layer, group.types.index(t.role),
-                                                           scale, head_mode=group.head_mode))
+    plan = parallel_plan(ctx, lambda t: SharedTensorUpdate(shared, layout, t, scale))
     plan.shared = {type(c).shared_key: shared}
     return plan
 
 
 def shared_formula(ctx: BuildContext) -> dict[str, int]:
     """``count(format, shape, rank)``: CP ``r (d + d_H + H + L + M)`` or ``r (d + n + L + M)``."""
-    fmt, shape = get_format(ctx.config.format), _group(ctx).shape
+    fmt, shape = get_format(ctx.config.format), _group(ctx)[1]
     return {"shared_factors": fmt.count(shape, fmt.resolve_rank(shape, ctx.config.rank))}

@@ -146,22 +146,45 @@ def test_tenslora_qkv_depth_with_identity_index_factors_is_lotr(family):
         torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-5)
 
 
+def _grads(tensor) -> dict[str, torch.Tensor]:
+    return {name: getattr(tensor, name).grad.clone() for name in tensor.factor_names}
+
+
 @pytest.mark.parametrize("family", ["bert", "llama"])
-def test_tenslora_att_qkv_depth_in_cp_is_lorta(family):
-    """TensLoRA ``att_qkv_depth`` held in CP (a superdiagonal Tucker core) over (in, d_H, H, M, L) is
-    LoRTA's (d, d_H, H, L, M) on Q, K, V, GQA head sharing included, with the last two factors swapped."""
-    gen = torch.Generator().manual_seed(2)
-    lorta = tenpeft.inject(tiny_model(family), "lorta", rank=4, roles=("q", "k", "v"), alpha=None)
-    tens = tenpeft.inject(tiny_model(family), "tenslora", layout="att_qkv_depth", format="cp", rank=4)
+@pytest.mark.parametrize("rank", [2, 4])
+def test_tenslora_att_qkv_depth_in_cp_equals_lorta(family, rank):
+    """TensLoRA ``att_qkv_depth`` held in CP over (in, d_H, H, M, L) is LoRTA's (d, d_H, H, L, M) on Q, K,
+    V (GQA head sharing included) with the last two factors swapped: one count, both the base model at
+    init, and for the same factor values the same ``ΔW``, logits and factor gradients (float64: the two
+    contract in different orders, which float32 rounding would blur)."""
+    roles, mapping = ("q", "k", "v"), ((0, 0), (1, 1), (2, 2), (3, 4), (4, 3))  # tenslora factor <- lorta factor
+    exact, f64 = dict(rtol=0, atol=1e-10), dict(adapter_dtype="float64", alpha=8.0, rank=rank)
+    base = tiny_model(family).double()
+    batch = tiny_batch(base)
+    lorta = tenpeft.inject(tiny_model(family).double(), "lorta", roles=roles, **f64)
+    tens = tenpeft.inject(tiny_model(family).double(), "tenslora", layout="att_qkv_depth", format="cp", **f64)
+    reports = [tenpeft.parameter_report(m) for m in (lorta, tens)]
+    s = tenpeft.discover(base)
+    assert reports[0].components == reports[1].components and all(r.matches_formula for r in reports)
+    assert reports[0].components["shared_factors"] == rank * (s.hidden_size + s.head_dim + s.num_heads + s.num_layers + 3)
+    assert torch.equal(logits(lorta, batch), logits(base, batch)) and torch.equal(logits(tens, batch), logits(base, batch))
+
     t, k = _shared(lorta, "attention"), _shared(tens, "tenslora_all")
-    _random(t, gen)
+    _random(t, torch.Generator().manual_seed(rank))
     with torch.no_grad():
-        for mine, theirs in ((0, 0), (1, 1), (2, 2), (3, 4), (4, 3)):
+        for mine, theirs in mapping:
             getattr(k, f"factor_{mine}").copy_(getattr(t, f"factor_{theirs}"))
-    mine, theirs = _deltas(lorta), _deltas(tens)
-    assert mine.keys() == theirs.keys()
+    mine, theirs = _deltas(tens), _deltas(lorta)
+    assert mine.keys() == theirs.keys() and len(mine) == 3 * s.num_layers
     for name in mine:
-        torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(mine[name], theirs[name], **exact)
+    torch.testing.assert_close(logits(tens, batch), logits(lorta, batch), **exact)
+    assert (logits(lorta, batch) - logits(base, batch)).abs().max() > 1e-3  # the update is not negligible
+    for model in (lorta, tens):
+        model(**batch).loss.backward()
+    grads_t, grads_k = _grads(t), _grads(k)
+    for mine_i, theirs_i in mapping:
+        torch.testing.assert_close(grads_k[f"factor_{mine_i}"], grads_t[f"factor_{theirs_i}"], **exact)
 
 
 @pytest.mark.parametrize("family", ["bert", "llama"])
