@@ -19,8 +19,8 @@ from torch import nn
 
 from .engine import inject
 from .errors import TenpeftError
-from .lifecycle import merged_wrappers, put_back, swap_values, take_out, wrappers
-from .placements import AdapterWrapper
+from .lifecycle import put_back, swap_values, take_out
+from .placements import AdapterWrapper, merged_wrappers, wrappers
 from .state import ADAPTERS_ATTR, TenpeftState, state_of
 
 DEFAULT_ADAPTER = "default"  # the name of the adapter tenpeft.inject puts in (PEFT's default name)

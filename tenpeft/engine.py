@@ -13,7 +13,8 @@ from .errors import TenpeftError
 from .heads import add_head_and_norms
 from .methods import BuildContext, MethodConfig, Plan, get_method
 from .placements import ParallelUpdate
-from .state import TenpeftState, attach_model_methods
+from .model_methods import attach_model_methods
+from .state import TenpeftState
 from .structure import discover, norm_modules, task_head
 from .targets import select_targets
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from .state import state_of
 from .errors import TenpeftError
-from .lifecycle import merge, unload, wrappers
+from .lifecycle import merge, unload
+from .placements import wrappers
 from .placements import ParallelUpdate, SerialAdapter
 
 

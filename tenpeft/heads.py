@@ -23,9 +23,7 @@ from .placements import ParallelUpdate
 from .shapes import matrix_shape
 
 if TYPE_CHECKING:
-    from .methods import BuildContext, Plan
-
-HEAD_MODES = ("dense", "tt", "frozen")
+    from .methods.base import BuildContext, Plan
 
 
 def add_head_and_norms(ctx: BuildContext, plan: Plan, expected: dict[str, int], trains_norms: bool) -> None:

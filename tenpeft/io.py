@@ -24,21 +24,21 @@ import tempfile
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .adapters import activated, active_adapter, add_built, check_name, name_adapter
-from .atomic import atomic_write, atomic_write_json
 from .engine import inject
 from .errors import TenpeftError
 from .hub import model_card, resolve
-from .lifecycle import merged_wrappers, unload, unmerged_weights
+from .lifecycle import unload
+from .placements import merged_wrappers
 from .methods import get_method
 from .plugins import import_hint
-from .report import parameter_report
 from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME,
                     adapter_config, adapter_tensors, base_identity, saved_hyperparameters, state_of)
 from .version import __version__
+from .writer import write_adapter
 
 
 def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = False,
@@ -48,27 +48,11 @@ def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = F
     (each file replaced atomically); a merged model writes the files of the unmerged one. A ``state_dict``
     (e.g. the full one FSDP or DeepSpeed gather) supplies the values of the adapter tensors it holds. Tensors
     sharded by FSDP2 (DTensors) are gathered whole, which every process must join: call it on every rank,
-    with ``is_main_process`` true on the one that writes."""
+    with ``is_main_process`` true on the one that writes (``tenpeft.writer.write_adapter``)."""
     if adapter_name is not None and adapter_name != active_adapter(model):
         with activated(model, adapter_name):
             return save_adapter(model, directory, store_frozen_random, is_main_process=is_main_process)
-    tensors = adapter_tensors(model, include_regenerable=store_frozen_random)
-    if state_dict is not None:
-        tensors = {n: (state_dict.get(n, t), c) for n, (t, c) in tensors.items()}
-    config = adapter_config(model, tensors, store_frozen_random, parameter_report(model).to_dict())
-    unmerged = unmerged_weights(model, [t for t, _ in tensors.values()])  # a merged head's W_0, not W_0 + ΔW
-    weights = {n: _whole(unmerged.get(id(t), t)).detach().to("cpu").contiguous() for n, (t, _) in tensors.items()}
-    if not is_main_process:
-        return
-    os.makedirs(directory, exist_ok=True)
-    atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(weights, path, metadata={"format": "pt"}))
-    atomic_write_json(os.path.join(directory, CONFIG_NAME), config, indent=2)
-
-
-def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    """The full tensor of an FSDP2 shard (``DTensor.full_tensor``, a collective); any other tensor as it is."""
-    gather = getattr(tensor, "full_tensor", None)
-    return gather() if callable(gather) else tensor
+    write_adapter(model, directory, store_frozen_random, state_dict, is_main_process)
 
 
 class _Each:

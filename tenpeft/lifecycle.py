@@ -13,14 +13,11 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .state import ADAPTERS_ATTR, TenpeftState, attach_model_methods, detach_model_methods, state_of
 from .errors import TenpeftError
-from .placements import AdapterWrapper, ParallelUpdate, SerialAdapter
-
-
-def wrappers(model: nn.Module) -> list[tuple[str, AdapterWrapper]]:
-    """The (name, wrapper) pairs tenpeft put into ``model``."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterWrapper)]
+from .model_methods import attach_model_methods, detach_model_methods
+from .placements import (AdapterWrapper, ParallelUpdate, SerialAdapter, check_not_stale, merged_wrappers, weight_delta,
+                         wrappers)
+from .state import ADAPTERS_ATTR, TenpeftState, state_of
 
 
 def _check_mergeable(model: nn.Module) -> None:
@@ -30,37 +27,9 @@ def _check_mergeable(model: nn.Module) -> None:
                            f"sublayer and cannot be merged into a weight; keep the adapted model as it is")
 
 
-def merged_wrappers(model: nn.Module) -> list[tuple[str, ParallelUpdate]]:
-    """The (name, parallel update) pairs whose ``ΔW`` is merged into the base weight now."""
-    return [(n, w) for n, w in wrappers(model) if isinstance(w, ParallelUpdate) and w.merged]
-
-
-def _weight_delta(wrapper: ParallelUpdate) -> torch.Tensor:
-    """``ΔW`` laid out as ``wrapper.base.weight``: its dtype; transposed for transformers' Conv1D (in, out)."""
-    delta = wrapper.delta_weight().to(wrapper.base.weight.dtype)
-    return delta.T if type(wrapper.base).__name__ == "Conv1D" else delta
-
-
 @torch.no_grad()
 def _add_delta(wrapper: ParallelUpdate, sign: float) -> None:
-    wrapper.base.weight.add_(_weight_delta(wrapper), alpha=sign)
-
-
-def _check_not_stale(name: str, wrapper: ParallelUpdate) -> None:
-    if wrapper.factor_versions() != wrapper.merged_versions:
-        raise TenpeftError(f"factors of {name} ({type(wrapper.base).__name__}) changed while merged, so its base "
-                           f"weight cannot be recovered; rebuild the model from the base and a saved adapter")
-
-
-@torch.no_grad()
-def unmerged_weights(model: nn.Module, tensors) -> dict[int, torch.Tensor]:
-    """``id(weight) -> W_0`` for each of ``tensors`` that is the base weight of a merged update: the weight
-    without ``ΔW`` (bit for bit what ``unmerge`` would leave), computed aside; the model is not changed."""
-    wanted = {id(t) for t in tensors}
-    merged = [(n, w) for n, w in merged_wrappers(model) if id(w.base.weight) in wanted]
-    for name, wrapper in merged:
-        _check_not_stale(name, wrapper)
-    return {id(w.base.weight): torch.add(w.base.weight, _weight_delta(w), alpha=-1.0) for _, w in merged}
+    wrapper.base.weight.add_(weight_delta(wrapper), alpha=sign)
 
 
 def merge(model: nn.Module, modules: Sequence[str] | None = None) -> nn.Module:
@@ -85,7 +54,7 @@ def unmerge(model: nn.Module) -> nn.Module:
     state_of(model)
     merged = merged_wrappers(model)
     for name, wrapper in merged:
-        _check_not_stale(name, wrapper)
+        check_not_stale(name, wrapper)
     for _, wrapper in merged:
         _add_delta(wrapper, -1.0)
         wrapper.mark_merged(False)
@@ -102,7 +71,7 @@ def unload(model: nn.Module) -> nn.Module:
 
 def take_out(model: nn.Module) -> tuple[TenpeftState, list[tuple[str, AdapterWrapper]], nn.Module | None]:
     """Take the adapter out of ``model``: base modules back in place of the wrappers, the shared modules
-    removed, the base's ``requires_grad`` flags and the class's methods back (``state.detach_model_methods``); returns what was taken (the
+    removed, the base's ``requires_grad`` flags and the class's methods back (``model_methods.detach_model_methods``); returns what was taken (the
     state, the (name, wrapper) pairs, the shared ``ModuleDict``) for ``put_back``."""
     state = state_of(model)
     found = wrappers(model)

@@ -4,6 +4,8 @@
   a row slice of a fused linear: GPT-2's ``c_attn`` in blocks, DeBERTa's ``in_proj`` per head). Mergeable.
 * :class:`SerialAdapter` wraps a sublayer's output linear: ``h = W_0 x; h + up(σ(down(h)))``.
   Not mergeable.
+* ``wrappers``, ``merged_wrappers``, ``unmerged_weights``: the wrappers in a model and the base weights
+  of the merged ones without ``ΔW`` (what merging, saving and exporting read).
 
 Updates compute in their own dtype (fp32 factors on a bf16 base) and cast back; no autocast here.
 """
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import TenpeftError
 from .structure import linear_dims
 
 
@@ -178,3 +181,39 @@ class SerialAdapter(AdapterWrapper):
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity}
 ACTIVATIONS = tuple(_ACTIVATIONS)
+
+
+# ----- the wrappers in a model and their merged state (lifecycle, save, export) ------------------------------
+
+def wrappers(model: nn.Module) -> list[tuple[str, AdapterWrapper]]:
+    """The (name, wrapper) pairs tenpeft put into ``model``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AdapterWrapper)]
+
+
+def merged_wrappers(model: nn.Module) -> list[tuple[str, ParallelUpdate]]:
+    """The (name, parallel update) pairs whose ``ΔW`` is merged into the base weight now."""
+    return [(n, w) for n, w in wrappers(model) if isinstance(w, ParallelUpdate) and w.merged]
+
+
+def weight_delta(wrapper: ParallelUpdate) -> torch.Tensor:
+    """``ΔW`` laid out as ``wrapper.base.weight``: its dtype; transposed for transformers' Conv1D (in, out)."""
+    delta = wrapper.delta_weight().to(wrapper.base.weight.dtype)
+    return delta.T if type(wrapper.base).__name__ == "Conv1D" else delta
+
+
+def check_not_stale(name: str, wrapper: ParallelUpdate) -> None:
+    """Refuse (a TenpeftError) a merged ``wrapper`` whose factors changed since the merge."""
+    if wrapper.factor_versions() != wrapper.merged_versions:
+        raise TenpeftError(f"factors of {name} ({type(wrapper.base).__name__}) changed while merged, so its base "
+                           f"weight cannot be recovered; rebuild the model from the base and a saved adapter")
+
+
+@torch.no_grad()
+def unmerged_weights(model: nn.Module, tensors) -> dict[int, torch.Tensor]:
+    """``id(weight) -> W_0`` for each of ``tensors`` that is the base weight of a merged update: the weight
+    without ``ΔW`` (bit for bit what ``unmerge`` would leave), computed aside; the model is not changed."""
+    wanted = {id(t) for t in tensors}
+    merged = [(n, w) for n, w in merged_wrappers(model) if id(w.base.weight) in wanted]
+    for name, wrapper in merged:
+        check_not_stale(name, wrapper)
+    return {id(w.base.weight): torch.add(w.base.weight, weight_delta(w), alpha=-1.0) for _, w in merged}

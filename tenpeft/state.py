@@ -17,7 +17,7 @@ from torch import nn
 from .errors import TenpeftError
 from .formats import Budget, Factorization
 from .methods import METHODS, MethodConfig
-from .placements import AdapterWrapper, Update, has_per_forward, refresh_per_forward
+from .placements import AdapterWrapper, Update
 from .plugins import defining_modules
 from .structure import ModelStructure, Target
 from .version import __version__
@@ -56,73 +56,6 @@ def state_of(model: nn.Module) -> TenpeftState:
     if state is None:
         raise TenpeftError("this model has no tenpeft adapters; call tenpeft.inject(model, method) first")
     return state
-
-
-# what transformers' save_pretrained takes that a tenpeft adapter has no use for (one safetensors file, never sharded)
-_IGNORED_SAVE_OPTIONS = {"safe_serialization", "max_shard_size", "variant", "save_function", "token"}
-
-
-class AdapterSave:
-    """``model.save_pretrained`` of an injected model (``inject`` installs it, ``unload`` removes it): writes
-    the tenpeft adapter, not the base, so ``Trainer.save_model``, every Trainer/trl checkpoint and
-    ``model.push_to_hub`` hold the adapter alone, and no save silently drops it. ``state_dict`` (a gathered
-    full state dict, from FSDP or DeepSpeed) supplies the tensors it holds; ``is_main_process=False`` writes
-    nothing (but joins the gathering of FSDP2 shards)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __call__(self, save_directory: str, is_main_process: bool = True, state_dict: dict | None = None,
-                 push_to_hub: bool = False, **options) -> None:
-        unknown = sorted(set(options) - _IGNORED_SAVE_OPTIONS)
-        if unknown or push_to_hub:
-            raise TenpeftError(f"save_pretrained of a tenpeft model writes its adapter and takes no "
-                               f"{unknown or ['push_to_hub']}; push with tenpeft.push_to_hub(model, repo_id)")
-        from .io import save_adapter  # io builds on the state, so it is imported when first needed
-
-        save_adapter(self.model, save_directory, state_dict=state_dict, is_main_process=is_main_process)
-
-
-class CheckpointingGuard:
-    """``model.gradient_checkpointing_enable`` of a model with factors shared across layers: refuses
-    ``use_reentrant=True``. Reentrant checkpointing recomputes each layer in its own backward pass, so DDP
-    all-reduces a shared tensor's gradient before the other layers have added theirs, and the ranks drift
-    apart silently (LoRTA, 2 gloo ranks, 3 steps: parameter sums -2.9757 vs -3.0331; non-reentrant, the
-    default of transformers 5, is exact and agrees across ranks)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __call__(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs):
-        if (gradient_checkpointing_kwargs or {}).get("use_reentrant"):
-            raise TenpeftError(f"{state_of(self.model).method} shares factors across layers, which reentrant "
-                               f"checkpointing lets drift apart between DDP ranks; use "
-                               f"gradient_checkpointing_kwargs={{'use_reentrant': False}} (transformers' default)")
-        return type(self.model).gradient_checkpointing_enable(self.model, gradient_checkpointing_kwargs, **kwargs)
-
-
-def attach_model_methods(model: nn.Module) -> None:
-    """Make ``model.save_pretrained`` write its tenpeft adapter (:class:`AdapterSave`), register the forward
-    pre-hook ``placements.refresh_per_forward`` when a shared module keeps a per-forward cache, and, if
-    factors are shared across layers, guard ``gradient_checkpointing_enable`` (:class:`CheckpointingGuard`)."""
-    if has_per_forward(model) and refresh_per_forward not in model._forward_pre_hooks.values():
-        model.register_forward_pre_hook(refresh_per_forward)
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained = AdapterSave(model)
-    shared = getattr(model, "tenpeft_shared", None)
-    if hasattr(model, "gradient_checkpointing_enable") and shared is not None and any(
-            p.requires_grad for p in shared.parameters()):
-        model.gradient_checkpointing_enable = CheckpointingGuard(model)
-
-
-def detach_model_methods(model: nn.Module) -> None:
-    """Give ``model`` back its class's ``save_pretrained`` and ``gradient_checkpointing_enable``, and remove the
-    per-forward pre-hook."""
-    for key in [k for k, hook in model._forward_pre_hooks.items() if hook is refresh_per_forward]:
-        del model._forward_pre_hooks[key]
-    for name, kind in (("save_pretrained", AdapterSave), ("gradient_checkpointing_enable", CheckpointingGuard)):
-        if isinstance(vars(model).get(name), kind):
-            delattr(model, name)
 
 
 def base_identity(model: nn.Module) -> dict:

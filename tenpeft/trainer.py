@@ -1,6 +1,6 @@
 """``transformers.Trainer`` (and trl's trainers, which are Trainers) with adapter-only checkpoints.
 
-An injected model's ``save_pretrained`` writes its tenpeft adapter (``tenpeft.state.AdapterSave``), so
+An injected model's ``save_pretrained`` writes its tenpeft adapter (``tenpeft.model_methods.AdapterSave``), so
 ``trainer.save_model()`` and every checkpoint hold the adapter (with the trained head and norms), the
 optimizer, scheduler, RNG and trainer state, and no base weights. Trainer restores a checkpoint itself
 only for full models and PEFT adapters, so :func:`adapter_checkpoints` teaches one trainer to restore a

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ..errors import TenpeftError
-from ..heads import HEAD_MODES
 from ..placements import ParallelUpdate, Update
 from ..structure import ModelStructure, Target
+
+HEAD_MODES = ("dense", "tt", "frozen")  # what MethodConfig.head takes; tenpeft.heads plans each
 
 
 @dataclass
