@@ -1,7 +1,9 @@
-"""Shared checks for the test matrix."""
+"""Shared checks and fixtures' building blocks for every test tier."""
 from __future__ import annotations
 
 import torch
+
+import tenpeft
 
 
 def logits(model, batch) -> torch.Tensor:
@@ -26,6 +28,21 @@ def train_steps(model, batch, steps: int = 3, lr: float = 1e-2) -> list[set[str]
         optimizer.step()
     model.eval()
     return nonzero
+
+
+def trained(family: str, method: str, steps: int = 3, **hyperparameters):
+    """The tiny ``family`` model injected with ``method`` and trained ``steps`` AdamW steps, and its batch."""
+    from models import tiny_batch, tiny_model
+
+    model = tenpeft.inject(tiny_model(family), method, **hyperparameters)
+    batch = tiny_batch(model)
+    train_steps(model, batch, steps=steps)
+    return model, batch
+
+
+def methods_placed(placement: str) -> list[str]:
+    """The registered methods of one placement (``parallel``, ``serial``, ``base``), sorted."""
+    return sorted(name for name, spec in tenpeft.METHODS.items() if spec.placement == placement)
 
 
 def fingerprint(model):

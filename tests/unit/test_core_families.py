@@ -23,7 +23,12 @@ DECODER_SPEC = dataclasses.replace(FAMILIES["llama"], tiny=tiny_config(
     intermediate_size=64, vocab_size=101, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2))
 
 
-@pytest.fixture(params=[("electra", ENCODER_SPEC), ("granite", DECODER_SPEC)], ids=["electra", "granite"])
+# the same electra config registered as an encoder and as a decoder: a rule that read the config would get one wrong
+KINDS = [("electra", ENCODER_SPEC), ("electra", dataclasses.replace(ENCODER_SPEC, decoder=True)), ("granite", DECODER_SPEC)]
+ENCODER_FAMILIES = ("bert", "roberta", "deberta-v2", "deberta")
+
+
+@pytest.fixture(params=KINDS, ids=["electra-encoder", "electra-decoder", "granite-decoder"])
 def registered(request):
     name, spec = request.param
     assert name not in FAMILIES
@@ -39,8 +44,7 @@ def _kind(model) -> str:
 def test_a_registered_family_is_the_same_kind_everywhere(registered):
     name, spec = registered
     kind = "decoder" if spec.decoder else "encoder"
-    config = spec.tiny()
-    assert is_decoder(config) == lab_is_decoder(config) == spec.decoder  # core and lab
+    assert is_decoder(spec.tiny()) == spec.decoder  # the one rule (the lab's too: test_the_lab_uses_the_core_rule)
     assert _kind(build_on_meta(spec.tiny())) == kind  # the CLI's builder
     model = models.tiny_model(name)  # the test models
     assert _kind(model) == kind
@@ -48,17 +52,25 @@ def test_a_registered_family_is_the_same_kind_everywhere(registered):
     tenpeft.inject(model, "lorta", rank=2)
     assert tenpeft.discover(model).family == name
     assert tenpeft.parameter_report(model).matches_formula
-    assert model(**batch).loss is not None
+    loss = model(**batch).loss  # the loss of the kind built: next-token cross-entropy or the class labels'
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert logits.shape[-1] == (model.config.vocab_size if spec.decoder else model.config.num_labels)
+
+
+def test_the_lab_uses_the_core_rule():
+    """One encoder/decoder rule: the lab's ``is_decoder`` is the core's, not a copy that could drift."""
+    assert lab_is_decoder is is_decoder
 
 
 @pytest.mark.parametrize("family", sorted(models.CONFIGS))
 def test_every_built_in_family_agrees(family):
     spec = FAMILIES[family]
-    assert spec.decoder == (family not in ("bert", "roberta", "deberta-v2", "deberta"))
-    assert (family in models.ENCODERS) == (not spec.decoder)
+    assert spec.decoder == (family not in ENCODER_FAMILIES)
+    assert (family in models.ENCODERS) == (family in ENCODER_FAMILIES)  # the test models' list, from the specs
     assert _kind(build_on_meta(spec.tiny())) == _kind(models.tiny_model(family)) == (
         "decoder" if spec.decoder else "encoder")
-    assert lab_is_decoder(spec.tiny()) == spec.decoder
+    assert is_decoder(spec.tiny()) == spec.decoder
 
 
 def test_tiny_configs_keep_their_dimensions():
@@ -80,7 +92,7 @@ def test_unregistered_model_types_fall_back_to_the_config(make, decoder):
     import transformers
 
     config = make(transformers)
-    assert is_decoder(config) == lab_is_decoder(config) == decoder
+    assert is_decoder(config) == decoder
 
 
 def test_build_model_tasks_and_devices():

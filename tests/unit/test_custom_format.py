@@ -6,6 +6,7 @@ import torch
 
 import paths
 import tenpeft
+from helpers import logits
 from models import tiny_batch, tiny_model
 
 EXAMPLE = str(paths.EXAMPLES / "custom_factorization.py")
@@ -35,21 +36,16 @@ def test_reconstruct_equals_ring_einsum(example):
     assert torch.equal(example.TR(shape, 2).reconstruct(), torch.zeros(shape))
 
 
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-
-
 @pytest.mark.parametrize("family", ["roberta", "llama", "gpt2"])  # encoder, GQA decoder, fused QKV
 def test_lorta_with_tr(example, family):
     model = tiny_model(family)
     batch = tiny_batch(model)
-    base = _logits(model, batch)
+    base = logits(model, batch)
     rank = 2
     tenpeft.inject(model, "lorta", format="tr", rank=rank)
 
     # (b) identity at injection
-    assert (_logits(model, batch) - base).abs().max().item() <= 1e-6
+    assert (logits(model, batch) - base).abs().max().item() <= 1e-6
 
     # (c) 3 AdamW steps: every trainable parameter moves, no frozen one does
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -5,22 +5,16 @@ import pytest
 import torch
 
 import tenpeft
-from helpers import logits, train_steps
-from models import FAMILIES, tiny_batch, tiny_model
+from helpers import logits, methods_placed, perturbed, trained
+from models import FAMILIES, tiny_model
 
 peft = pytest.importorskip("peft")
-PARALLEL = sorted(m for m, spec in tenpeft.METHODS.items() if spec.placement == "parallel")
+PARALLEL = methods_placed("parallel")
 
 
 def _trained(family, method):
-    model = tenpeft.inject(tiny_model(family), method)
-    batch = tiny_batch(model)
-    train_steps(model, batch, steps=3)
-    with torch.no_grad():  # a sizeable update, so truncation errors are visible
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    return model, batch
+    model, batch = trained(family, method)
+    return perturbed(model, 0.05), batch  # a sizeable update, so truncation errors are visible
 
 
 def _peft_model(family, directory):

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 import tenpeft
 from tenpeft.state import CONFIG_NAME, WEIGHTS_NAME
-from helpers import assert_untouched, fingerprint, logits, train_steps
-from models import FAMILIES, tiny_batch, tiny_model
+from helpers import assert_untouched, fingerprint, logits, trained
+from models import FAMILIES, tiny_model
 from tenpeft.placements import ParallelUpdate
 
 METHODS = sorted(tenpeft.METHODS)
@@ -28,17 +28,10 @@ def no_pickle(monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
 
 
-def _trained(family, method, **kwargs):
-    model = tenpeft.inject(tiny_model(family), method, **kwargs)
-    batch = tiny_batch(model)
-    train_steps(model, batch, steps=3)
-    return model, batch
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", METHODS)
 def test_round_trip_into_a_fresh_base(family, method, tmp_path, no_pickle):
-    model, batch = _trained(family, method)
+    model, batch = trained(family, method)
     tenpeft.save_adapter(model, tmp_path)
     fresh = tenpeft.from_pretrained(tiny_model(family), tmp_path)
     assert (logits(fresh, batch) - logits(model, batch)).abs().max() <= 1e-6
@@ -49,7 +42,7 @@ def test_round_trip_into_a_fresh_base(family, method, tmp_path, no_pickle):
 
 
 def test_saved_files(tmp_path):
-    model, _ = _trained("roberta", "loretta_adp")
+    model, _ = trained("roberta", "loretta_adp")
     tenpeft.save_adapter(model, tmp_path)
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["method"] == "loretta_adp" and config["tenpeft_version"] == tenpeft.__version__
@@ -66,7 +59,7 @@ def test_saved_files(tmp_path):
 
 @pytest.mark.parametrize("method", ["lorta", "vera"])
 def test_shared_and_frozen_factors(method, tmp_path):
-    model, batch = _trained("llama", method)
+    model, batch = trained("llama", method)
     tenpeft.save_adapter(model, tmp_path / "a")
     names = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())["tensors"]
     shared = [n for n in names if n.startswith("tenpeft_shared.")]
@@ -81,7 +74,7 @@ def test_shared_and_frozen_factors(method, tmp_path):
 
 
 def _saved(tmp_path, family="bert", method="lorta"):
-    model, _ = _trained(family, method)
+    model, _ = trained(family, method)
     tenpeft.save_adapter(model, tmp_path)
     return tmp_path
 
@@ -167,7 +160,7 @@ def _tensors_and_config(directory):
 
 def test_saving_while_merged_writes_the_unmerged_adapter(tmp_path):
     """A merged model's stored frozen tensors (the TT head's base weight) are saved without ΔW."""
-    model, batch = _trained("roberta", "lora", head="tt")
+    model, batch = trained("roberta", "lora", head="tt")
     tenpeft.save_adapter(model, tmp_path / "unmerged")
     tenpeft.merge(model)
     merged_weights = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -190,7 +183,7 @@ def test_saving_while_merged_writes_the_unmerged_adapter(tmp_path):
 
 
 def test_saving_a_stale_merge_is_refused(tmp_path):
-    model, _ = _trained("roberta", "lora", head="tt")
+    model, _ = trained("roberta", "lora", head="tt")
     tenpeft.merge(model)
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if p.requires_grad and "classifier.dense" in n).add_(1.0)
@@ -201,7 +194,7 @@ def test_saving_a_stale_merge_is_refused(tmp_path):
 
 def test_load_adapter_into_a_merged_model_is_refused(tmp_path):
     directory = _saved(tmp_path / "a")
-    model, batch = _trained("bert", "lorta")
+    model, batch = trained("bert", "lorta")
     tenpeft.merge(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(tenpeft.TenpeftError, match=r"the model is merged; call tenpeft.unmerge\(model\) before "

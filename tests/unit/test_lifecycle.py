@@ -4,21 +4,16 @@ import torch
 from torch import nn
 
 import tenpeft
-from helpers import logits, snapshot, train_steps
-from models import FAMILIES, tiny_batch, tiny_model
+from helpers import logits, methods_placed, snapshot, trained
+from models import FAMILIES, tiny_model
 from tenpeft.placements import AdapterWrapper
 
-PARALLEL = sorted(m for m, spec in tenpeft.METHODS.items() if spec.placement == "parallel")
-SERIAL = sorted(m for m, spec in tenpeft.METHODS.items() if spec.placement == "serial")
+PARALLEL, SERIAL = methods_placed("parallel"), methods_placed("serial")
 
 
 def _trained(family, method):
-    model = tiny_model(family)
-    base = snapshot(model)
-    tenpeft.inject(model, method)
-    batch = tiny_batch(model)
-    train_steps(model, batch, steps=3)
-    return model, batch, base
+    """A trained model, its batch and the base parameters before injection."""
+    return (*trained(family, method), snapshot(tiny_model(family)))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
