@@ -98,7 +98,7 @@ def test_the_graph_builder_resolves_relative_and_function_level_imports(tmp_path
     assert cycles(import_graph("pkg", exclude="pkg.sub", root=tmp_path)) == []
 
 
-@pytest.mark.parametrize("package, exclude", [("tenpeft", "tenpeft.lab")])
+@pytest.mark.parametrize("package, exclude", [("tenpeft", "tenpeft.lab"), ("tenpeft.lab", None)])
 def test_no_import_cycles(package, exclude):
     graph = import_graph(package, exclude)
     assert len(graph) > 10
