@@ -16,6 +16,7 @@ runner), its checks before compute, and for the supervised runner a ``task`` (a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class MultiLabelKind(TaskKind, name="multilabel"):
 
     @property
     def task(self) -> MultiLabelSpec:
-        return MultiLabelSpec(self.folder.name, ("text",), len(self._classes()), ("micro_f1", "exact_match"),
+        return MultiLabelSpec(self.folder.name, ("text",), len(self.classes), ("micro_f1", "exact_match"),
                               ("validation",))
 
     def check(self, spec, config) -> None:
@@ -86,19 +87,20 @@ class MultiLabelKind(TaskKind, name="multilabel"):
 
         if is_decoder(config):
             raise TenpeftError(f"task {self.ref!r} trains a sequence classifier; use an encoder (e.g. --model tiny-bert)")
-        unknown = sorted({n for names in _read(self.folder, "validation")["labels"] for n in names} - set(self._classes()))
+        unknown = sorted({n for names in _read(self.folder, "validation")["labels"] for n in names} - set(self.classes))
         if unknown:
             raise TenpeftError(f"{self.folder}/validation.jsonl has label(s) {unknown} that train.jsonl never names")
 
-    def _classes(self) -> list[str]:
-        """The sorted label names of the train file (at least 2)."""
+    @functools.cached_property
+    def classes(self) -> list[str]:
+        """The sorted label names of the train file (at least 2), read once."""
         classes = sorted({name for names in _read(self.folder, "train")["labels"] for name in names})
         if len(classes) < 2:
             raise TenpeftError(f"{self.folder}/train.jsonl names {len(classes)} label(s); a multilabel task needs 2 or more")
         return classes
 
     def prepare(self, spec, tokenizer, decoder: bool) -> PreparedTask:
-        task, index = self.task, {name: i for i, name in enumerate(self._classes())}
+        task, index = self.task, {name: i for i, name in enumerate(self.classes)}
 
         def encode(batch):
             out = dict(tokenizer(batch["text"], truncation=True, max_length=spec.train.max_length))

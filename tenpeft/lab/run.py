@@ -22,10 +22,9 @@ from tenpeft.lab.tasks import chain_kinds
 
 
 def check_spec(spec: RunSpec) -> None:
-    """Everything but training, fast: the method, the tasks' kinds (a chain of one kind that chains, each task
-    spelled as its kind stores it), and
-    the runner's checks of model, data and method arguments (built on the meta device). Raises a
-    TenpeftError naming the problem."""
+    """Everything but training, fast: the method, the tasks' kinds (a chain of one kind that chains, each
+    task spelled as its kind stores it), then the runner's checks of model, data and method arguments
+    (built on the meta device). Raises a TenpeftError naming the problem."""
     if not is_known(spec.method):
         raise TenpeftError(f"unknown method {spec.method!r}; known: {known_methods()}")
     kinds = chain_kinds(spec.tasks)

@@ -13,7 +13,7 @@ import time
 
 from tenpeft.lab.models import resolve_model
 from tenpeft.lab.records import make_record
-from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, diverged, gradient_checkpointing, kind_rows,
+from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows, outcome,
                                      reference_context, tokenizer_for, trl_arguments)
 from tenpeft.lab.tasks.preference import METRICS
 
@@ -54,10 +54,10 @@ class DPORunner(TrlRunner, objective="dpo"):
         from accelerate.utils import set_seed
 
         set_seed(spec.seed)
-        start, kind = time.perf_counter(), kinds[0]
-        tokenizer = tokenizer_for(resolve_model(spec.model))
+        start, kind, source = time.perf_counter(), kinds[0], resolve_model(spec.model)
+        tokenizer = tokenizer_for(source)
         train_rows, eval_rows, skipped = kind_rows(spec, kind, tokenizer)
-        model, params = adapted_policy(spec, resolve_model(spec.model))
+        model, params = adapted_policy(spec, source)
         with tempfile.TemporaryDirectory() as scratch:
             with reference_context(model):
                 trainer = trl.DPOTrainer(model=model, args=_dpo_config(spec, scratch, progress),
@@ -66,15 +66,12 @@ class DPORunner(TrlRunner, objective="dpo"):
             trainer.train()
             train_s = time.perf_counter() - train_start  # the evaluations included
         history = _history(trainer.state.log_history)
-        stopped = diverged(history, spec.task, "dpo_loss")
-        best = None if stopped or not history else min(history, key=lambda e: e["val_loss"])
         eval_s = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)  # within train_s
+        stopped, best, timings = outcome(spec, history, "dpo_loss", start, train_s, eval_s)
         metric = METRICS[0]
         dpo = {"beta": BETA, "reference": "precomputed with the adapter disabled", "metrics": list(METRICS),
                "gradient_checkpointing": gradient_checkpointing(),
                "rows": {"train": len(train_rows), "eval": len(eval_rows)}, "skipped_rows": skipped}
-        timings = {"total_s": time.perf_counter() - start, "train_s": train_s - eval_s, "eval_s": eval_s,
-                   "steps_per_s": spec.train.max_steps / max(train_s - eval_s, 1e-9)}
         return make_record(spec, accelerator, params=params, history=history, best=best, diverged=stopped,
                            score={"metric": metric, "value": None if best is None else best["metrics"][metric]},
-                           eval_split={spec.task: kind.eval_split}, dpo=dpo, timings=timings)
+                           eval_split={kind.label: kind.eval_split}, dpo=dpo, timings=timings)

@@ -20,7 +20,7 @@ import torch
 
 from tenpeft.lab.models import resolve_model
 from tenpeft.lab.records import make_record
-from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, diverged, gradient_checkpointing, kind_rows,
+from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows, outcome,
                                      tokenizer_for, trl_arguments)
 from tenpeft.lab.tasks.instruction import METRICS
 
@@ -116,15 +116,11 @@ class SFTRunner(TrlRunner, objective="sft"):
             trainer.train()
             train_s = time.perf_counter() - train_start  # the evaluations included
         history = _history(evaluations, trainer.state.log_history)
-        stopped = diverged(history, spec.task, "completion_ce")
-        best = None if stopped or not history else min(history, key=lambda e: e["val_loss"])
-        eval_s = sum(e[3] for e in evaluations)
+        stopped, best, timings = outcome(spec, history, "completion_ce", start, train_s, sum(e[3] for e in evaluations))
         sft = {"loss": "completion tokens only (completion_only_loss)", "metrics": list(METRICS),
                "ce": "token-weighted mean over held-out completion tokens", "packing": False,
                "generation": None if scorer is None else "greedy to a newline or EOS; exact match and F1 (tasks.generation)",
                "padding_free": False, "gradient_checkpointing": gradient_checkpointing(),
                "rows": {"train": len(train), "eval": len(held)}, "skipped_rows": skipped}
-        timings = {"total_s": time.perf_counter() - start, "train_s": train_s - eval_s, "eval_s": eval_s,
-                   "steps_per_s": spec.train.max_steps / max(train_s - eval_s, 1e-9)}
         return make_record(spec, accelerator, params=params, history=history, best=best, score=kind.score(best),
                            eval_split={kind.label: kind.eval_split}, diverged=stopped, sft=sft, timings=timings)

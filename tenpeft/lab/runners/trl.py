@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import sys
+import time
 
 import torch
 
@@ -113,6 +114,17 @@ def diverged(history: list[dict], task: str, val_metric: str) -> dict | None:
         if entry["val_loss"] is None:
             return {"task": task, "step": entry["step"], "loss": "validation", "value": str(entry["metrics"][val_metric])}
     return None
+
+
+def outcome(spec, history: list[dict], val_metric: str, start: float, train_s: float, eval_s: float):
+    """``(diverged, best, timings)`` of a finished trl run: where it diverged (``diverged``), the entry of the
+    lowest held-out loss (None if it diverged), and the record's timings from the run's ``start``, its
+    ``train_s`` (evaluations included) and the ``eval_s`` within it."""
+    stopped = diverged(history, spec.task, val_metric)
+    best = None if stopped or not history else min(history, key=lambda e: e["val_loss"])
+    timings = {"total_s": time.perf_counter() - start, "train_s": train_s - eval_s, "eval_s": eval_s,
+               "steps_per_s": spec.train.max_steps / max(train_s - eval_s, 1e-9)}
+    return stopped, best, timings
 
 
 def kind_rows(spec, kind, tokenizer):

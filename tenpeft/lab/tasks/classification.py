@@ -12,7 +12,7 @@ from tenpeft.lab.tasks.data import load_task_data
 from tenpeft.lab.tasks.encode import check_encoder_task, encode_classification, make_collator
 from tenpeft.lab.tasks.kinds import TaskKind
 from tenpeft.lab.tasks.prompts import encode_prompt, get_prompt, label_word_ids
-from tenpeft.lab.tasks.specs import TASKS, TaskSpec, named_task
+from tenpeft.lab.tasks.specs import TASKS, TaskSpec, find_named, named_task
 
 
 class PreparedTask(NamedTuple):
@@ -39,7 +39,7 @@ class ClassificationKind(TaskKind, name="classification"):
 
     @classmethod
     def owns(cls, ref: str) -> bool:
-        spec = TASKS.get(ref.strip().lower().replace("-", ""))
+        spec = find_named(ref)
         return spec is not None and spec.kind == cls.name
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.tasks.kinds import task_kind
 
 DEFAULT_EVAL_SPLITS = ("validation", "test")
 
@@ -130,20 +131,22 @@ SUPERGLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (  # test sp
 TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SUPERGLUE_TASKS}
 
 
+def find_named(name: str) -> TaskSpec | None:
+    """The :class:`TaskSpec` of a GLUE or SuperGLUE task name (case-insensitive, ``sst-2`` spelled either way),
+    or None."""
+    return TASKS.get(name.strip().lower().replace("-", "")) if isinstance(name, str) else None
+
+
 def named_task(name: str) -> TaskSpec:
-    """The :class:`TaskSpec` of a GLUE or SuperGLUE task name (case-insensitive, ``sst-2`` spelled either way)."""
-    key = name.strip().lower().replace("-", "") if isinstance(name, str) else None
-    if key not in TASKS:
+    """:func:`find_named`, or a TenpeftError listing the known tasks."""
+    spec = find_named(name)
+    if spec is None:
         raise TenpeftError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}, or a task file "
                            f"(.json, .toml; see tenpeft.lab.tasks.custom)")
-    return TASKS[key]
+    return spec
 
 
 def get_task(name) -> TaskSpec:
     """The :class:`TaskSpec` of a task argument of a supervised kind (a GLUE or SuperGLUE name, a task file;
     ``tenpeft.lab.tasks.kinds``); a TaskSpec is returned as is."""
-    if isinstance(name, TaskSpec):
-        return name
-    from tenpeft.lab.tasks.kinds import task_kind
-
-    return task_kind(name).task
+    return name if isinstance(name, TaskSpec) else task_kind(name).task
