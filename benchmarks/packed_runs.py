@@ -49,7 +49,7 @@ def specs(k: int, settings: dict) -> list:
 
     train = TrainConfig(max_steps=settings["steps"], batch_size=settings["batch"], eval_every=settings["steps"],
                         eval_batch_size=64, max_length=settings["seq"])
-    data = DataConfig(train_size=settings["rows"], eval_size=settings["rows"], data_dir=settings["data_dir"])
+    data = DataConfig(train_size=settings["rows"], validation_size=settings["rows"], test_size=settings["rows"], data_dir=settings["data_dir"])
     picks = [METHODS[i % len(METHODS)] for i in range(k)]
     return [RunSpec("packed-bench", settings["model"], "sst2", method, args, seed=i, train=train, data=data)
             for i, (method, args) in enumerate(picks)]

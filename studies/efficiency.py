@@ -25,7 +25,7 @@ from tenpeft.lab.plots.efficiency import efficiency_figure, efficiency_table
 from tenpeft.lab.study import base_parser, conclude, csv_list, expand, main_process, run_all, script, Variant
 
 METHODS = ["peft_lora", "lora", "vera", "loretta_rep", "loretta_adp", "lorta", "adapter", "full"]
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100, "batch_size": 16, "max_length": 128}
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 1000, "eval_every": 100, "batch_size": 16, "max_length": 128}
 
 
 def print_table(records: list[dict]) -> None:

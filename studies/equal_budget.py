@@ -22,7 +22,7 @@ from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, 
 
 METHODS = ["lora", "loretta_rep", "lorta", "lotr", "fact_tt", "fact_tk", "metatt", "tenslora", "krona"]
 BUDGETS = [1000, 4000, 16000, 64000]
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100}
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 2000, "eval_every": 100}
 SAME_FOR_ALL = {"head": "dense", "train_norms": False}  # only the adapter differs between methods
 
 
@@ -58,7 +58,7 @@ def _tolerance(text: str) -> float:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, lr_grid=True)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=METHODS)
     parser.add_argument("--budgets", type=csv_list(int, "integer parameter budget"), default=BUDGETS)
     parser.add_argument("--tolerance", type=_tolerance, default=2.0,
@@ -71,7 +71,7 @@ def main(argv=None) -> list[dict]:
     runs = variants(args.model, args.methods, args.budgets, args.tolerance)
     records = run_all(expand("equal_budget", args, runs), args)
     return conclude(records, ["task", "method", "axis_budget", "axis_rank"], figure, "equal_budget",
-                    args.figures_dir)
+                    args.figures_dir, within=["task", "axis_budget"])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 from tenpeft.lab.plots import figure_name, forgetting_figure, forgetting_rows, save_figure
 from tenpeft.lab.study import Variant, base_parser, best_lr_only, csv_list, expand, main_process, run_all, script, task_list
 
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 1000, "eval_every": 100}
 
 
 def print_forgetting(rows: list[dict]) -> None:
@@ -30,7 +30,7 @@ def print_forgetting(rows: list[dict]) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, train_size=500, eval_size=200, max_steps=100, eval_every=50)
+    parser = base_parser(__doc__, train_size=500, test_size=200, max_steps=100, eval_every=50)
     parser.add_argument("--chain", type=task_list, default=["sst2", "mrpc", "rte"], help="tasks in training order")
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta", "full"])
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """Parameter-vs-score frontier over every result on disk: trainable parameters (log scale) vs
-the headline score, mean ± std over seeds per configuration, and the Pareto front.
+the test score, mean and 95% t-interval over seeds per configuration, and the front of the points no
+other point dominates significantly (paired t-test on shared seeds, Holm-corrected).
 
 Trains nothing: it reads ``results/*/*.json`` (written by the other studies, PEFT baselines and
 full fine-tuning included) and keeps, per configuration, the learning rate with the lowest mean
@@ -15,7 +16,8 @@ from __future__ import annotations
 import argparse
 import copy
 
-from tenpeft.lab.plots import frontier_figure, pareto_front, save_figure
+from tenpeft.lab.plots import frontier_figure, runs_frame, save_figure
+from tenpeft.lab.plots.frontier import significant_front, task_higher_is_better
 from tenpeft.lab.records import load_records
 from tenpeft.lab.study import best_lr_only, print_summary, script
 
@@ -46,10 +48,12 @@ def main(argv=None) -> list[dict]:
     studies = args.studies.split(",") if args.studies else None
     records = [r for r in load_records(args.results_dir, studies) if r.get("stages") is None]
     records = [for_plot(r) for r in best_lr_only(records)]
-    frame = print_summary(records, ["task", "label"])
+    frame, runs = print_summary(records, ["task", "label"], within=["task"], between="label"), runs_frame(records)
     for task, points in frame.groupby("task"):
-        front = pareto_front(points.rename(columns={"score_mean": "score"}), x="trainable", y="score")
-        print(f"Pareto front, {task}: " + ", ".join(f"{row.label} ({row.trainable:,})" for row in front.itertuples()))
+        part = runs[runs["task"] == task]
+        front = significant_front(part, points.rename(columns={"score_mean": "mean"}), task_higher_is_better(part, task))
+        print(f"front (not significantly dominated), {task}: "
+              + ", ".join(f"{row.label} ({row.trainable:,})" for row in front.itertuples()))
     for path in save_figure(frontier_figure(records), args.figures_dir, "frontier"):
         print(f"wrote {path}")
     return records

@@ -30,7 +30,7 @@ from tenpeft.lab.plots.instruction import instruction_figure
 from tenpeft.lab.study import base_parser, conclude, csv_list, expand, rank_variants, run_all, script
 
 STUDY = "instruction_tuning"
-PAPER = {"tasks": ["alpaca_cleaned"], "train_size": 0, "eval_size": 2000, "batch_size": 16, "max_length": 512,
+PAPER = {"tasks": ["alpaca_cleaned"], "train_size": 0, "test_size": 2000, "batch_size": 16, "max_length": 512,
          "max_steps": 3187, "eval_every": 250}
 PAPER_TRAIN = {"weight_decay": 0.01, "warmup_ratio": 0.1}
 PAPER_METHODS = {"lora": ([1, 2, 4, 8, 16], 3e-4), "lorta": ([6, 12, 24, 48, 96, 192, 384, 768], 4e-4)}  # ranks, lr
@@ -50,7 +50,7 @@ def _specs(args) -> list:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=16, train_size=64, eval_size=32,
+    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=16, train_size=64, test_size=32,
                          eval_every=8, batch_size=4)
     parser.set_defaults(model="smollm2", max_length=160)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])

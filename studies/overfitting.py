@@ -14,11 +14,11 @@ from __future__ import annotations
 from tenpeft.lab.plots import overfitting_figure
 from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
-PAPER = {"train_size": 1000, "eval_size": 0, "max_steps": 3000, "eval_every": 100}
+PAPER = {"train_size": 1000, "test_size": 0, "max_steps": 3000, "eval_every": 100}
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, train_size=200, eval_size=300, max_steps=300, eval_every=25)
+    parser = base_parser(__doc__, train_size=200, test_size=300, max_steps=300, eval_every=25)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta", "full"])
     parser.add_argument("--window", type=int, default=5, help="moving-average window, in evaluations")
     args = parser.parse_args(argv)

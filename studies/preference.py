@@ -18,11 +18,11 @@ from __future__ import annotations
 from tenpeft.lab.plots.preference import preference_figure
 from tenpeft.lab.study import base_parser, conclude, csv_list, expand, rank_variants, run_all, script
 
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 1000, "eval_every": 100}  # whole splits
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 1000, "eval_every": 100}  # whole splits
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=8, train_size=40, eval_size=24,
+    parser = base_parser(__doc__, tasks="hh_harmless", seeds="0", max_steps=8, train_size=40, test_size=24,
                          eval_every=4, batch_size=4)
     parser.set_defaults(model="smollm2", max_length=160, tasks=None)  # None: hh_harmless, or orca_dpo with --paper
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])

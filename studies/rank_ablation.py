@@ -13,11 +13,11 @@ from __future__ import annotations
 from tenpeft.lab.plots import rank_ablation_figure
 from tenpeft.lab.study import base_parser, conclude, csv_list, expand, rank_variants, run_all, script
 
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 2000, "eval_every": 100, "ranks": [2, 4, 8, 16]}
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, lr_grid=True)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "loretta_rep", "lorta"])
     parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[2, 4, 8])
     args = parser.parse_args(argv)

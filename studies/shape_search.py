@@ -16,7 +16,7 @@ from tenpeft.lab.models import load_config, resolve_model
 from tenpeft.lab.study import Variant, base_parser, conclude, csv_list, expand, run_all, script
 
 BOTTLENECK = {"loretta_rep": 8, "loretta_adp": 64}
-PAPER = {"train_size": 0, "eval_size": 0, "max_steps": 2000, "eval_every": 100}
+PAPER = {"train_size": 0, "test_size": 0, "max_steps": 2000, "eval_every": 100}
 
 
 def candidate_shapes(d: int, targets: list[int]) -> list[tuple[int, ...]]:

@@ -1,5 +1,6 @@
 """Markdown tables of every study's records on disk (the numbers quoted in docs/results.md come
-from here, not by hand): mean ± std over seeds per configuration, best learning rate kept.
+from here, not by hand): per configuration the test score's mean and 95% t-interval over seeds (the learning
+rate chosen on validation), and paired comparisons of the methods on shared seeds, Holm-corrected.
 
     python studies/summarize.py                    # all studies under results/
     python studies/summarize.py --out /tmp/tables.md
@@ -15,6 +16,7 @@ import pandas as pd
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots import forgetting_rows, runs_frame, summarize
 from tenpeft.lab.records import load_records
+from tenpeft.lab.stats import compare
 from tenpeft.lab.study import best_lr_only, script
 
 
@@ -29,22 +31,57 @@ def _cell(value) -> str:
     return str(value)
 
 
-def score_table(records: list[dict], by: list[str]) -> str:
-    """One row per configuration: trainable parameters, score mean ± std, seeds, time per run. A higher-is-better
-    score (an accuracy, a correlation) is shown in %; a lower-is-better one (a cross-entropy) as it is."""
-    frame = runs_frame(records)
+def _interval(mean: float, half: float, scale: float, digits: int) -> str:
+    """``mean (low-high)``: the 95% t-interval over seeds; a single seed has none."""
+    if half != half:
+        return f"{scale * mean:.{digits}f} (one seed)"
+    return f"{scale * mean:.{digits}f} ({scale * (mean - half):.{digits}f}-{scale * (mean + half):.{digits}f})"
+
+
+def _scale(frame: pd.DataFrame) -> tuple[float, str, int]:
     lower = not frame["higher_is_better"].all()
     if lower and frame["higher_is_better"].any():
         raise TenpeftError("these records mix higher- and lower-is-better scores; summarize them apart")
-    scale, unit = (1.0, "lower is better") if lower else (100.0, "%")
+    return (1.0, "lower is better", 3) if lower else (100.0, "%", 1)
+
+
+def score_table(records: list[dict], by: list[str]) -> str:
+    """One row per configuration: trainable parameters, the test score's mean and 95% t-interval over seeds,
+    the mean validation score (the split every choice was made on), seeds, time per run. A higher-is-better
+    score (an accuracy, a correlation) is shown in %; a lower-is-better one (a cross-entropy) as it is."""
+    frame = runs_frame(records)
+    scale, unit, digits = _scale(frame)
     frame["seconds"] = [r["timings"]["total_s"] for r in records]
     stats = summarize(frame, by).merge(frame.groupby(by, dropna=False).agg(
-        trainable=("trainable", "max"), seconds=("seconds", "mean"), metric=("metric", "first")).reset_index(), on=by)
-    lines = [f"| {' | '.join(by)} | trainable | score ({unit}) | seeds | s/run |", "|" + "---|" * (len(by) + 4)]
+        trainable=("trainable", "max"), seconds=("seconds", "mean"), metric=("metric", "first"),
+        validation=("validation", "mean")).reset_index(), on=by)
+    lines = [f"| {' | '.join(by)} | trainable | test ({unit}; mean, 95% CI) | validation | seeds | s/run |",
+             "|" + "---|" * (len(by) + 5)]
     for row in stats.sort_values(by).itertuples(index=False):
         keys = " | ".join(_cell(getattr(row, c)) for c in by)
-        lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_pm(row.mean, row.std, scale, 1 if scale != 1 else 3)} | {row.count} | "
-                     f"{row.seconds:.0f} |")
+        validation = "-" if row.validation != row.validation else f"{scale * row.validation:.{digits}f}"
+        lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_interval(row.mean, row.ci, scale, digits)} | "
+                     f"{validation} | {row.count} | {row.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def comparison_table(records: list[dict], by: list[str], between: str = "method") -> str:
+    """Every pair of methods within each configuration of the other ``by`` columns, paired on their shared
+    seeds (paired t-test), Holm-corrected across the table; a row per pair. No pair with 2 shared seeds:
+    one line saying why."""
+    frame = runs_frame(records)
+    scale, unit, digits = _scale(frame)
+    try:
+        table = compare(frame, by, between)
+    except TenpeftError as err:
+        return f"no paired comparison: {err}"
+    keys = [c for c in by if c != between]
+    lines = [f"| {' | '.join(keys)} | A | B | A - B ({'points' if scale != 1 else unit}; 95% CI) | seeds | p | "
+             f"p (Holm) | significant |", "|" + "---|" * (len(keys) + 7)]
+    for row in table.itertuples(index=False):
+        cells = " | ".join(_cell(getattr(row, c)) for c in keys)
+        lines.append(f"| {cells} | {row.a} | {row.b} | {_interval(row.diff, (row.high - row.low) / 2, scale, digits)} | "
+                     f"{row.seeds} | {row.p:.3g} | {row.p_holm:.3g} | {'yes' if row.significant else 'no'} |")
     return "\n".join(lines)
 
 
@@ -92,7 +129,9 @@ def main(argv=None) -> str:
     for study, by in tables:
         records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
         if records:
-            parts.append(f"## {study}\n\n{score_table(records, by)}")
+            within = ["task", "axis_budget"] if study == "equal_budget" else [c for c in by if c not in ("lr", "method")]
+            comparisons = comparison_table(records, [*within, "method"])
+            parts.append(f"## {study}\n\n{score_table(records, by)}\n\nPaired comparisons (test split):\n\n{comparisons}")
     for study, table in (("overfitting", overfitting_table), ("forgetting", forgetting_table)):
         records = load_records(args.results_dir, [study]) if (Path(args.results_dir) / study).is_dir() else []
         if records:

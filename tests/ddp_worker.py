@@ -27,7 +27,7 @@ def main(out: str, glue: str, method: str, batch: int) -> None:
     accelerator = Accelerator(cpu=True)
     train = TrainConfig(lr=1e-2, max_steps=6, batch_size=batch, eval_batch_size=8, eval_every=3, max_length=16)
     spec = RunSpec("ddp", "tiny-bert", "sst2", method, {"rank": 2}, seed=0, train=train,
-                   data=DataConfig(train_size=48, eval_size=16, data_dir=glue))
+                   data=DataConfig(train_size=48, validation_size=8, test_size=16, data_dir=glue))
     record = run_module.execute(spec, accelerator, progress=False)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(captured["model"])

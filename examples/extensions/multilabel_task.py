@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks import TaskKind, TaskSpec
 from tenpeft.lab.tasks.classification import PreparedTask
-from tenpeft.lab.tasks.data import subsample
+from tenpeft.lab.tasks.splits import make_splits
 from tenpeft.lab.tasks.encode import make_collator
 
 PREFIX = "multilabel:"
-SPLITS = ("train", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +108,12 @@ class MultiLabelKind(TaskKind, name="multilabel"):
                 hot[row, [index[n] for n in names]] = 1.0
             return {**out, "labels": hot}
 
-        sizes = (spec.data.train_size, spec.data.eval_size)
-        train, held = (rows.map(encode, batched=True, remove_columns=rows.column_names) for rows in
-                       (subsample(_read(self.folder, split), size, spec.data.data_seed) for split, size in zip(SPLITS, sizes)))
-        return PreparedTask(task, train, held, make_collator(tokenizer, task), None, "validation")
+        data = spec.data  # the lab's three disjoint splits: validation carved from train, test = validation.jsonl
+        splits = make_splits(_read(self.folder, "train"), _read(self.folder, "validation"), ("text",), task=task.name,
+                             train_source=f"{self.folder}/train.jsonl", test_source=f"{self.folder}/validation.jsonl",
+                             train_size=data.train_size, validation_size=data.validation_size,
+                             test_size=data.test_size, data_seed=data.data_seed)
+        train, validation, test = (rows.map(encode, batched=True, remove_columns=rows.column_names)
+                                   for rows in (splits.train, splits.validation, splits.test))
+        return PreparedTask(task, train, validation, test, make_collator(tokenizer, task), None,
+                            splits.describe(("text",)))

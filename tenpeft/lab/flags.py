@@ -45,9 +45,11 @@ def _rate(text: str) -> float:
     return value
 
 
-def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, train_size=1000, eval_size=500,
-                eval_every=50, batch_size=16) -> argparse.ArgumentParser:
-    """The flags every study takes; each study adds its own and sets its defaults."""
+def base_parser(description: str, *, tasks="sst2", seeds="0,1,2,3,4", max_steps=200, train_size=1000,
+                validation_size=500, test_size=0, eval_every=50, batch_size=16,
+                lr_grid: bool = False) -> argparse.ArgumentParser:
+    """The flags every study takes; each study adds its own and sets its defaults (``lr_grid``: whether it
+    sweeps each method's rate grid by default, as the comparative studies do)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="minilm", help="alias (minilm, smollm2, tiny-bert, tiny-llama), hub id or path")
     p.add_argument("--tasks", type=task_list, default=csv_list(str)(tasks),
@@ -55,12 +57,22 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1", max_steps=200, t
     p.add_argument("--seeds", type=csv_list(int, "integer seed"), default=csv_list(int)(seeds))
     p.add_argument("--lrs", type=csv_list(_rate, "finite positive learning rate"), default=None,
                    help="learning-rate sweep (every method); the best by validation loss is plotted")
+    rates = p.add_mutually_exclusive_group()
+    rates.add_argument("--lr-grid", dest="lr_grid", action="store_true", default=lr_grid,
+                       help="sweep each method's own grid (its default rate x 1/3, 1, 3), chosen on validation")
+    rates.add_argument("--one-lr", dest="lr_grid", action="store_false",
+                       help="train each method at its one default rate (no grid; the study says so)")
     p.add_argument("--max-steps", type=int, default=max_steps)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--eval-every", type=int, default=eval_every)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--train-size", type=int, default=train_size, help="0 = the whole train split")
-    p.add_argument("--eval-size", type=int, default=eval_size or 0, help="0 = the whole evaluation split")
+    p.add_argument("--train-size", type=int, default=train_size,
+                   help="training rows, drawn by each run's seed (0 = the rest of the train split)")
+    p.add_argument("--validation-size", type=int, default=validation_size,
+                   help="validation rows carved from train by the fixed split seed: every choice (checkpoint, "
+                        "rate, rank) is made on them (0 = a tenth of train)")
+    p.add_argument("--test-size", "--eval-size", dest="test_size", type=int, default=test_size,
+                   help="reported rows of the task's labelled held-out split, drawn by the split seed (0 = all)")
     p.add_argument("--data-dir", default=os.environ.get("TENPEFT_DATA_DIR"),
                    help="local GLUE folder (<dir>/<task>/<split>.jsonl); default TENPEFT_DATA_DIR, else the hub")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])

@@ -92,10 +92,11 @@ def batch_loss(model: nn.Module, batch: dict, task) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict]:
-    """Validation loss (example-weighted) and the task's metrics (``task.score``) over every process's examples;
-    each process reduces its batch to per-example losses and ``task.predict``'s predictions first, so candidate
-    counts may differ."""
+def predict_split(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict, dict]:
+    """``(loss, metrics, predictions)`` over every process's examples: the example-weighted loss, the task's
+    metrics (``task.score``) and ``{"pred", "gold"}`` per example in order (what a paired bootstrap over
+    examples resamples). Each process reduces its batch to per-example losses and ``task.predict``'s
+    predictions first, so candidate counts may differ."""
     model.eval()
     predictions, labels, losses = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
@@ -107,7 +108,12 @@ def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[f
         labels.append(y)
     model.train()
     pred, gold = torch.cat(predictions).cpu().numpy(), torch.cat(labels).cpu().numpy()
-    return torch.cat(losses).mean().item(), task.score(pred, gold)
+    return torch.cat(losses).mean().item(), task.score(pred, gold), {"pred": pred.tolist(), "gold": gold.tolist()}
+
+
+def evaluate(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict]:
+    """``(loss, metrics)`` of :func:`predict_split`."""
+    return predict_split(model, loader, task, accelerator, progress)[:2]
 
 
 def _batches(loader):
@@ -131,12 +137,16 @@ def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
-def make_loaders(train_set, eval_set, collate, cfg: TrainConfig, seed: int):
-    """Seeded shuffling train loader and an ordered evaluation loader."""
+def make_loaders(train_set, validation_set, collate, cfg: TrainConfig, seed: int):
+    """Seeded shuffling train loader and an ordered validation loader."""
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator)
-    evaluation = DataLoader(eval_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate)
-    return train, evaluation
+    return train, eval_loader(validation_set, collate, cfg)
+
+
+def eval_loader(rows, collate, cfg: TrainConfig) -> DataLoader:
+    """An ordered loader of evaluation ``rows`` (validation or test) in batches of ``cfg.eval_batch_size``."""
+    return DataLoader(rows, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate)
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
@@ -182,16 +192,16 @@ class RunLoop:
     runs (``tenpeft.lab.packed``) interleave several. Timings count only the time spent in this
     loop's own calls, so a loop interleaved with others reports its own cost."""
 
-    def __init__(self, model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
+    def __init__(self, model, task, train_set, validation_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
                  progress: bool = True):
         t0 = time.perf_counter()
         self.task, self.cfg, self.accelerator, self.progress = task, cfg, accelerator, progress
         optimizer, self.scheduler = make_optimizer(model, cfg)
-        train_loader, eval_loader = make_loaders(train_set, eval_set, collate, cfg, seed)
+        train_loader, validation_loader = make_loaders(train_set, validation_set, collate, cfg, seed)
         # The schedule is not prepared: accelerate would step it once per process at every optimizer step
         # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
-        self.model, self.optimizer, train_loader, self.eval_loader = accelerator.prepare(
-            model, optimizer, train_loader, eval_loader)
+        self.model, self.optimizer, train_loader, self.validation_loader = accelerator.prepare(
+            model, optimizer, train_loader, validation_loader)
         self.result, self.best_state, self.steps, self.losses = TrainResult(), None, 0, []
         self.busy_s, self.eval_s = 0.0, 0.0
         self.bar = tqdm(total=cfg.max_steps, desc="train", disable=not (progress and accelerator.is_main_process))
@@ -207,7 +217,7 @@ class RunLoop:
 
     def _checkpoint(self, step: int) -> None:
         t0 = time.perf_counter()
-        val_loss, metrics = evaluate(self.model, self.eval_loader, self.task, self.accelerator, self.progress)
+        val_loss, metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator, self.progress)
         self.eval_s += time.perf_counter() - t0
         losses = self.losses
         entry = {"step": step, "train_loss": sum(losses) / len(losses) if losses else None,
@@ -258,12 +268,12 @@ class RunLoop:
         return result
 
 
-def train(model, task, train_set, eval_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
+def train(model, task, train_set, validation_set, collate, cfg: TrainConfig, *, seed: int, accelerator,
           progress: bool = True) -> TrainResult:
-    """Train ``model`` for ``cfg.max_steps`` steps, evaluating every ``cfg.eval_every`` and at the
-    end; the parameters of the lowest validation loss are restored before returning. A non-finite
+    """Train ``model`` for ``cfg.max_steps`` steps, evaluating on ``validation_set`` every ``cfg.eval_every``
+    and at the end; the parameters of the lowest validation loss are restored before returning. A non-finite
     loss stops training: ``result.diverged`` says where, ``result.best`` is None."""
-    loop = RunLoop(model, task, train_set, eval_set, collate, cfg, seed=seed, accelerator=accelerator,
+    loop = RunLoop(model, task, train_set, validation_set, collate, cfg, seed=seed, accelerator=accelerator,
                    progress=progress)
     while not loop.done:
         loop.step()

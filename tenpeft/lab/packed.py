@@ -29,7 +29,7 @@ from tenpeft.lab.loop import RunLoop
 from tenpeft.lab.models import is_decoder, load_config, load_tokenizer, resolve_model
 from tenpeft.lab.records import write_record
 from tenpeft.lab.run import _decide, record_path
-from tenpeft.lab.runners.supervised import build, supervised_record
+from tenpeft.lab.runners.supervised import build, score_test, supervised_record
 from tenpeft.lab.spec import RunSpec
 from tenpeft.lab.tasks import find_kind
 
@@ -148,7 +148,7 @@ def _start(spec: RunSpec, source, tokenizer, decoder: bool, data: dict, pool: Fr
     pool.share(model)
     if prepared.label_ids is not None:
         model.label_ids = torch.tensor(prepared.label_ids, device=model.label_ids.device)
-    loop = RunLoop(model, prepared.task, prepared.train_set, prepared.eval_set, prepared.collate, spec.train,
+    loop = RunLoop(model, prepared.task, prepared.train_set, prepared.validation_set, prepared.collate, spec.train,
                    seed=spec.seed, accelerator=accelerator, progress=False)
     return _Member(spec, params, prepared, loop, RNGState())
 
@@ -160,7 +160,9 @@ def _finish(member: _Member, accelerator, pack: dict) -> dict:
     stages = [{"task": task.name, "history": result.history, "best": result.best}]
     diverged = {"task": task.name, **result.diverged} if result.diverged else None
     timings = {k: result.timings[k] for k in ("total_s", "train_s", "eval_s")}
-    record = supervised_record(member.spec, member.params, stages, [member.prepared], timings, diverged, accelerator)
+    test = None if diverged else score_test(member.loop.model, member.prepared, member.spec.train, accelerator, False)
+    record = supervised_record(member.spec, member.params, stages, [member.prepared], timings, diverged, accelerator,
+                               test)
     record["packed"] = pack
     return record
 

@@ -1,8 +1,12 @@
-"""Run records on disk: one JSON file per run (schema ``tenpeft-run/2``), written atomically, so
+"""Run records on disk: one JSON file per run (schema ``tenpeft-run/3``), written atomically, so
 an interrupted study leaves every finished record whole.
 
-A record's ``score`` is ``{metric, value}`` and, optionally, ``higher_is_better`` (absent: true; false
-for a loss such as instruction tuning's completion cross-entropy). A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
+A record's ``score`` is ``{metric, value, validation}`` and, optionally, ``higher_is_better`` (absent: true;
+false for a loss such as instruction tuning's completion cross-entropy): ``value`` on the test split, never
+used for a choice, ``validation`` at the checkpoint chosen on the validation split (``tenpeft.lab.tasks.splits``);
+``splits`` gives each task's splits (size, source, fingerprint) and ``predictions`` the test predictions
+(``{"pred", "gold"}`` per example, for paired tests over examples). Schema 2 records (before the three
+splits) chose and reported on one split; they are read, and summaries say so. A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
 and ``best`` are null, ``diverged`` says where). Schema 1 records (no ``status``) read as ``ok``.
 A damaged file is reported by name and its run trained again; a record of a newer schema is an
 error, never overwritten.
@@ -18,22 +22,23 @@ from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.provenance import provenance
 
-SCHEMA = "tenpeft-run/2"
-READABLE = ("tenpeft-run/1", SCHEMA)
+SCHEMA = "tenpeft-run/3"
+READABLE = ("tenpeft-run/1", "tenpeft-run/2", SCHEMA)
 STATUSES = ("ok", "diverged")
 REQUIRED = ("schema", "study", "run_id", "config", "params", "history", "best", "score", "timings", "provenance")
 REQUIRED_CONFIG = ("model", "task", "method", "seed")
 
 
 def make_record(spec, accelerator, *, params: dict, history: list[dict], best: dict | None, score: dict,
-                eval_split: dict, timings: dict, diverged: dict | None = None, stages: list[dict] | None = None,
+                splits: dict, timings: dict, diverged: dict | None = None, stages: list[dict] | None = None,
                 **extra) -> dict:
     """The record of a finished run of ``spec`` (every runner's, one shape): its config and id, parameter
-    counts, the evaluation history and best entry, the score (``{metric, value[, higher_is_better]}``), the
-    evaluated split of each task, a chain's stages, what the runner adds (``extra``), timings and provenance."""
+    counts, the validation history and the best entry chosen on it, the score (``{metric, value, validation[,
+    higher_is_better]}``: ``value`` on the test split), each task's splits (``{split: {size, source,
+    fingerprint}}``), a chain's stages, what the runner adds (``extra``), timings and provenance."""
     return {"schema": SCHEMA, "study": spec.study, "run_id": spec.run_id, "status": "diverged" if diverged else "ok",
             "diverged": diverged, "config": spec.config(), "params": params, "history": history, "best": best,
-            "score": score, "eval_split": eval_split, "stages": stages, **extra, "timings": timings,
+            "score": score, "splits": splits, "stages": stages, **extra, "timings": timings,
             "provenance": provenance(accelerator)}
 
 

@@ -2,7 +2,7 @@
 
 A run's task kinds (``tenpeft.lab.tasks.kinds``) name the objective that trains them, and the runner of
 that objective (``tenpeft.lab.runners``) checks and trains it; nothing here asks what kind a task is.
-A record (schema ``tenpeft-run/2``) is written atomically to ``<results>/<study>/<run_id>.json``;
+A record (schema ``tenpeft-run/3``) is written atomically to ``<results>/<study>/<run_id>.json``;
 the ``run_id`` ends in a hash of the full config, so a rerun of the same config finds its file and
 skips it, and a run killed midway loses only itself. A run is claimed (``claims.py``) before it
 trains, so processes sharing a results folder split the runs and never train one twice."""

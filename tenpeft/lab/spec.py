@@ -28,14 +28,17 @@ def task_label(ref: str) -> str:
 
 @dataclass
 class DataConfig:
-    """Which examples: ``train_size``/``eval_size`` subsample (None = all) with ``data_seed``;
-    ``data_dir`` a local GLUE-like folder (None = ``TENPEFT_DATA_DIR`` or the hub), kept as its
+    """Which examples (``tenpeft.lab.tasks.splits``): ``train_size`` training rows drawn by ``data_seed``
+    (None: the run's seed, so each seed trains on its own subset), ``validation_size`` rows carved from train
+    and ``test_size`` reported rows, both by the fixed split seed (None = all, or a tenth of train for a
+    carved split); ``data_dir`` a local GLUE-like folder (None = ``TENPEFT_DATA_DIR`` or the hub), kept as its
     real absolute path so a run's identity does not depend on how the path was spelled."""
 
     train_size: int | None = 2000
-    eval_size: int | None = None
+    validation_size: int | None = None
+    test_size: int | None = None
     data_dir: str | None = None
-    data_seed: int = 0
+    data_seed: int | None = None
 
     def __post_init__(self):
         if self.data_dir:
@@ -58,6 +61,10 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     axes: dict = field(default_factory=dict)
     efficiency: bool = False
+
+    def __post_init__(self):
+        if self.data.data_seed is None:  # a copy: one DataConfig may serve many runs
+            self.data = dataclasses.replace(self.data, data_seed=self.seed)
 
     @property
     def tasks(self) -> list[str]:

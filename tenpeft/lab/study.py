@@ -23,28 +23,11 @@ from tenpeft.lab.protocols import get_protocol
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
 from tenpeft.lab.records import refuse_newer, status
-from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run, trainable_fraction
+from tenpeft.lab.rates import ADAPTER_LR, FULL_LR, FULL_SHARE, choice_lines, chosen_runs, default_lr, rates_for  # noqa: F401
+from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run
 from tenpeft.lab.tasks import load_task_data
 from tenpeft.lab.workers import (check_launch, describe, failed_runs, failure_log, forget_failures,
                                  launch, quiet, uses_launcher)
-
-# One default rule, by what a method trains and never by its name: methods that train most of the
-# model (full fine-tuning) 5e-5, every adapter (tenpeft's, PEFT's, a user's) 3e-3, the rate LoRA
-# does best at on MiniLM/SST-2 (1,000 examples, 150 steps; docs/studies.md). Sweep with --lrs.
-ADAPTER_LR, FULL_LR = 3e-3, 5e-5
-FULL_SHARE = 0.5  # a method training more than this share of the parameters counts as full fine-tuning
-
-
-def default_lr(model: str, method: str, method_args: dict | None = None) -> float:
-    """The default learning rate of ``method`` on ``model``: FULL_LR if it trains more than
-    FULL_SHARE of the parameters (counted on the meta device), else ADAPTER_LR. A method that
-    cannot be built gets ADAPTER_LR here; the checks before training report why."""
-    try:
-        share = trainable_fraction(model, method, method_args or {})
-    except TenpeftError:
-        return ADAPTER_LR
-    return FULL_LR if share > FULL_SHARE else ADAPTER_LR
-
 
 @dataclass
 class Variant:
@@ -87,20 +70,21 @@ def expand(study: str, args, variants: list[Variant], task_chains: list[str] | N
     """Runs for every variant x task x learning rate x seed, with the common flags applied."""
     extra = parse_sets(args.set)
     _check_sets(extra, variants)
-    data = DataConfig(train_size=args.train_size or None, eval_size=args.eval_size or None, data_dir=args.data_dir)
+    data = DataConfig(train_size=args.train_size or None, validation_size=args.validation_size or None,
+                      test_size=args.test_size or None, data_dir=args.data_dir)
     specs, protocols = [], _protocol_settings(args, task_chains or args.tasks)
     for variant in variants:
         method_args = {**variant.method_args, **extra.get(variant.method, {})}
         for task in task_chains or args.tasks:
             paper = protocols.get(task, {})
-            lrs = args.lrs or [paper.get("lr") or default_lr(args.model, variant.method, method_args)]
+            lrs = rates_for(args, variant.method, method_args, paper)
             for lr in lrs:
                 common = {"max_steps": args.max_steps, "batch_size": args.batch_size, "max_length": args.max_length}
                 train = TrainConfig.from_dict({**common, "eval_every": args.eval_every,
                                                "mixed_precision": args.mixed_precision, **paper, "lr": lr,
                                                "head_lr": args.head_lr or paper.get("head_lr"),
                                                **(train_overrides or {})})
-                axes = {**variant.axes, **({"lr": lr} if args.lrs else {})}
+                axes = {**variant.axes, **({"lr": lr} if len(lrs) > 1 or args.lrs else {})}
                 specs += [RunSpec(study, args.model, task, variant.method, method_args, seed, train, data, axes)
                           for seed in args.seeds]
     return specs
@@ -242,35 +226,47 @@ def _report(spec: RunSpec, record, how: str, args, accelerator, done: dict, bar,
 
 
 def best_lr_only(records: list[dict]) -> list[dict]:
-    """For each configuration swept over learning rates, keep the rate whose mean best validation
-    loss over seeds is lowest (selection on validation, as the plotted score is). Diverged runs
-    are left out first, with a note naming them."""
-    groups: dict[str, dict[float, list[dict]]] = {}
-    for r in without_diverged(records):
-        c = r["config"]
-        key = json.dumps({k: v for k, v in c.items() if k not in ("seed", "lr", "axes", "train")} |
-                         {"axes": {k: v for k, v in c["axes"].items() if k != "lr"}}, sort_keys=True, default=str)
-        groups.setdefault(key, {}).setdefault(c["lr"], []).append(r)
-    kept = []
-    for by_lr in groups.values():
-        best = min(by_lr.values(), key=lambda rs: sum(r["best"]["val_loss"] for r in rs) / len(rs))
-        kept += best
-    return kept
+    """For each configuration swept over learning rates, the runs of the rate chosen on validation
+    (``rates.lr_choices``: the lowest mean validation loss over seeds); diverged runs are then left out,
+    with a note naming every diverged run (a rate that diverged on a seed loses the choice)."""
+    kept = {id(r) for r in without_diverged(records)}
+    return [r for r in chosen_runs(records) if id(r) in kept]
 
 
-def print_summary(records: list[dict], by: list[str]):
-    """Print mean ± std of the score over seeds per group (with trainable parameters); return the
-    summary frame (columns ``by``, ``trainable``, ``score_mean``, ``score_std``, ``seeds``)."""
+def print_summary(records: list[dict], by: list[str], within: list[str] | None = None, between: str = "method"):
+    """Print per group the test score's mean and 95% t-interval over seeds (with the validation mean and
+    trainable parameters), the learning rate chosen per configuration, and paired comparisons of the
+    ``between`` values (methods) on shared seeds within each group of ``within`` (default: ``by`` less
+    ``between``; Holm-corrected); return the summary frame (columns ``by``, ``trainable``,
+    ``score_mean``, ``score_std``, ``score_ci``, ``seeds``)."""
     from tenpeft.lab.plots import runs_frame, summarize
+    from tenpeft.lab.stats import compare
 
     frame = runs_frame(records)
-    summary = summarize(frame, by).rename(columns={"mean": "score_mean", "std": "score_std", "count": "seeds"})
-    summary = summary.merge(frame.groupby(by, dropna=False)["trainable"].max().reset_index(), on=by)
+    summary = summarize(frame, by).rename(columns={"mean": "score_mean", "std": "score_std", "ci": "score_ci",
+                                                   "count": "seeds"})
+    summary = summary.merge(frame.groupby(by, dropna=False).agg(
+        trainable=("trainable", "max"), validation=("validation", "mean")).reset_index(), on=by)
     metric = ", ".join(sorted(frame["metric"].unique()))
-    print(f"\n{' | '.join(by)} | trainable | {metric} mean ± std (seeds)")
+    print(f"\n{' | '.join(by)} | trainable | test {metric}: mean [95% CI] (seeds) | validation mean")
     for row in summary.itertuples(index=False):
         keys = " | ".join(str(getattr(row, c)) for c in by)
-        print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} ± {row.score_std:.4f} ({row.seeds})")
+        ci = "one seed" if row.score_ci != row.score_ci else f"{row.score_mean - row.score_ci:.4f}, " \
+             f"{row.score_mean + row.score_ci:.4f}"
+        print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} [{ci}] ({row.seeds}) | {row.validation:.4f}")
+    for line in choice_lines(records):
+        print(line)
+    try:
+        within = within or [c for c in by if c != between]
+        table = compare(frame, [*within, between], between)
+    except TenpeftError as err:
+        print(f"no paired comparison: {err}")
+        return summary
+    print("\npaired comparisons on shared seeds (test split; paired t-test, Holm-corrected):")
+    for row in table.itertuples(index=False):
+        keys = " ".join(f"{c}={getattr(row, c)}" for c in within)
+        print(f"{keys} {row.a} - {row.b}: {row.diff:+.4f} [{row.low:+.4f}, {row.high:+.4f}] over {row.seeds} seeds, "
+              f"p={row.p:.3g}, Holm p={row.p_holm:.3g}{' (significant)' if row.significant else ''}")
     return summary
 
 
@@ -290,9 +286,11 @@ def main_process() -> bool:
     return PartialState().is_main_process
 
 
-def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str) -> list[dict]:
-    """The end of a study: leave out diverged runs (with a note), keep the best rate per
-    configuration, and on the main process print the summary over seeds and save
+def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir: str,
+             within: list[str] | None = None) -> list[dict]:
+    """The end of a study: keep the rate chosen on validation per configuration, leave out diverged runs
+    (with a note), and on the main process print the summary over seeds (``print_summary``; methods are
+    compared within ``within``) and save
     ``figure(records)`` as ``<figures_dir>/<name>_<model>.png`` and ``.pdf``; returns the kept records."""
     from tenpeft.lab.plots import figure_name, save_figure
 
@@ -302,7 +300,7 @@ def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir:
     if not records:
         print("every run diverged (or failed): no summary or figure; try smaller learning rates (--lrs)")
         return []
-    print_summary(records, by)
+    print_summary(records, by, within)
     for path in save_figure(figure(records), figures_dir, figure_name(name, records)):
         print(f"wrote {path}")
     return records

@@ -15,7 +15,7 @@ import paths
 
 STUDIES = paths.STUDIES
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress", "--methods", "lora"]
+        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--methods", "lora"]
 RANKS = {"rank_ablation": ["--ranks", "2"]}
 
 

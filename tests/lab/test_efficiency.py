@@ -15,7 +15,7 @@ from tenpeft.lab.loop import TrainConfig
 from helpers import load_study
 
 FAST = ["--seeds", "0", "--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--train-size", "8",
-        "--eval-size", "8", "--max-length", "16", "--no-progress"]
+        "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
 KEYS = ("flops_per_step", "step_s", "peak_memory_bytes", "weights_bytes", "adapter_file_bytes")
 
 
@@ -50,7 +50,7 @@ def test_the_study_measures_every_run_prints_the_table_and_resumes(tmp_path, glu
 def _spec(glue, model="tiny-bert", efficiency=False, method="lorta"):
     return RunSpec("eff", model, "sst2", method, {}, 0, TrainConfig(max_steps=3, eval_every=3, batch_size=4,
                                                                     max_length=16),
-                   DataConfig(train_size=8, eval_size=8, data_dir=str(glue)), efficiency=efficiency)
+                   DataConfig(train_size=8, validation_size=8, test_size=8, data_dir=str(glue)), efficiency=efficiency)
 
 
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-llama"])

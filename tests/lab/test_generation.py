@@ -81,12 +81,12 @@ def test_answers_are_greedy_and_bounded():
 
 def test_the_instruction_study_trains_squad_and_scores_f1(tmp_path):
     argv = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-            "--train-size", "8", "--eval-size", "3", "--max-length", "96", "--no-progress", "--ranks", "1",
+            "--train-size", "8", "--validation-size", "4", "--test-size", "3", "--max-length", "96", "--no-progress", "--one-lr", "--ranks", "1",
             "--methods", "lora", "--tasks", "squad", "--data-dir", str(write_folder(tmp_path / "data", "squad", SQUAD)),
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = load_study("instruction_tuning").main(argv)
     assert record["status"] == "ok" and record["score"]["metric"] == "f1" and record["score"]["higher_is_better"]
-    assert record["eval_split"] == {"squad": "validation"} and record["sft"]["generation"]
+    assert record["splits"]["squad"]["test"]["source"] == "validation" and record["sft"]["generation"]
     for entry in record["history"]:
         metrics = entry["metrics"]
         assert 0 <= metrics["em"] <= metrics["f1"] <= 1 and 0 <= metrics["empty_generations"] <= 3

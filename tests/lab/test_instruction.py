@@ -14,7 +14,7 @@ from helpers import load_study
 
 pytest.importorskip("trl")
 FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-        "--train-size", "8", "--eval-size", "4", "--max-length", "96", "--no-progress", "--ranks", "1,2"]
+        "--train-size", "8", "--validation-size", "4", "--test-size", "4", "--max-length", "96", "--no-progress", "--one-lr", "--ranks", "1,2"]
 
 
 def write_rows(path, n: int = 12, row=None):
@@ -62,7 +62,7 @@ def test_only_the_reply_tokens_are_labelled_and_scored(tmp_path):
     from tenpeft.lab.tasks import task_kind
 
     spec = RunSpec("t", "tiny-llama", f"local:{write_rows(tmp_path / 'rows.jsonl')}", "lora", {"rank": 1},
-                   train=TrainConfig(max_steps=1, batch_size=2, max_length=96), data=DataConfig(train_size=4, eval_size=2))
+                   train=TrainConfig(max_steps=1, batch_size=2, max_length=96), data=DataConfig(train_size=4, test_size=2))
     tokenizer = tokenizer_for(resolve_model(spec.model))
     train, held, skipped = kind_rows(spec, task_kind(spec.task), tokenizer)
     assert (len(train), len(held), skipped) == (4, 2, {"train": 0, "eval": 0})
@@ -111,7 +111,7 @@ def test_a_prompt_too_long_skips_that_row_only(tmp_path):
     rows = write_rows(tmp_path / "rows.jsonl", row=lambda i: {"instruction": "word " * (80 if i % 3 == 0 else 1),
                                                                "output": "ok"})
     tokenizer = tokenizer_for(resolve_model("tiny-llama"))
-    train, _ = load_instruction(f"local:{rows}", None, tokenizer, eval_size=1)
+    train, _ = load_instruction(f"local:{rows}", None, tokenizer, test_size=1)
     long = sum(len(tokenizer(p)["input_ids"]) >= 96 for p in train["prompt"])
     kept, skipped = screen(train, tokenizer, 96, "rows")
     assert long >= 3 and skipped == long and len(kept) == len(train) - long
@@ -146,4 +146,4 @@ def test_a_lower_is_better_score_has_its_own_front_and_table():
                 "config": {"model": "m", "task": "t", "method": "lora", "seed": 0, "method_args": {"rank": rank}},
                 "score": {"metric": "completion_ce", "value": 1.23456, "higher_is_better": False}} for rank in (1, 2)]
     table = load_study("summarize").score_table(records, ["task", "method"])
-    assert "score (lower is better)" in table and "completion_ce 1.235 ± 0.000" in table and "123.5" not in table
+    assert "test (lower is better; mean, 95% CI)" in table and "completion_ce 1.235 (1.235-1.235)" in table and "123.5" not in table

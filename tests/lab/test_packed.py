@@ -13,7 +13,7 @@ from tenpeft.lab.run import DataConfig, RunSpec, execute, record_path
 from tenpeft.lab.study import Variant, base_parser, expand, run_all
 
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
-SAME = ("status", "diverged", "config", "params", "history", "best", "score", "eval_split", "stages")
+SAME = ("status", "diverged", "config", "params", "history", "best", "score", "splits", "test", "predictions", "stages")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def accelerator():
 
 def spec(glue, method, args=None, model="minilm", task="sst2", seed=0, **train) -> RunSpec:
     return RunSpec("packed", model, task, method, args or {}, seed=seed, train=TrainConfig(**{**TINY, **train}),
-                   data=DataConfig(train_size=16, eval_size=8, data_dir=str(glue)))
+                   data=DataConfig(train_size=16, validation_size=8, test_size=8, data_dir=str(glue)))
 
 
 def assert_same_as_solo(specs, accelerator):
@@ -96,7 +96,7 @@ def test_run_pack_writes_each_record_and_reads_finished_ones_back(glue, accelera
 
 def test_study_pack_flag_matches_the_sequential_study(glue, tmp_path):
     fast = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-            "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress", "--data-dir", str(glue)]
+            "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--data-dir", str(glue)]
     variants = [Variant("lora", {"rank": 2}), Variant("lorta", {"rank": 2})]
     records = {}
     for flags in ([], ["--pack", "3"]):
@@ -109,7 +109,7 @@ def test_study_pack_flag_matches_the_sequential_study(glue, tmp_path):
 @pytest.mark.parametrize("flags, message", [(["--pack", "0"], "--pack 0"),
                                              (["--pack", "2", "--workers", "2"], "--pack 2 trains")])
 def test_bad_pack_flags_fail_before_any_run(glue, tmp_path, flags, message):
-    args = base_parser("test").parse_args(["--model", "tiny-bert", "--data-dir", str(glue), "--no-progress",
+    args = base_parser("test").parse_args(["--model", "tiny-bert", "--data-dir", str(glue), "--no-progress", "--one-lr",
                                            "--results-dir", str(tmp_path)] + flags)
     with pytest.raises(TenpeftError, match=message):
         run_all(expand("unit", args, [Variant("lora")]), args)

@@ -11,6 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.plots.frontier import FRONT
 from tenpeft.lab.plots import (average_forgetting, forgetting_figure, forgetting_matrices, frontier_figure,
                            history_frame, overfitting_figure, param_savings_figure, pareto_front,
                            rank_ablation_figure, runs_frame, save_figure, shape_search_figure, summarize)
@@ -150,7 +151,7 @@ def test_frontier_figure(records):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_ylabel().startswith(("accuracy", "F1"))
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["lora", "loretta_rep", "lorta", "Pareto front"]
+    assert labels == ["lora", "loretta_rep", "lorta", FRONT]
     _labelled(fig)
 
 
@@ -230,5 +231,5 @@ def test_a_one_point_pareto_front_is_drawn():
     from tenpeft.lab.plots import frontier_figure
 
     fig = frontier_figure([make_record(seed=0)])
-    front = [line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front"]
+    front = [line for line in fig.axes[0].get_lines() if line.get_label() == FRONT]
     assert len(front) == 1 and len(front[0].get_xdata()) == 1 and front[0].get_marker() == "o"

@@ -15,7 +15,7 @@ from helpers import load_study
 
 pytest.importorskip("trl")
 FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-        "--train-size", "8", "--eval-size", "4", "--max-length", "32", "--no-progress", "--ranks", "1,2"]
+        "--train-size", "8", "--validation-size", "4", "--test-size", "4", "--max-length", "32", "--no-progress", "--one-lr", "--ranks", "1,2"]
 
 
 def write_pairs(folder, rows: dict[str, int] | None = None, row=None):
@@ -112,7 +112,7 @@ def _spec(data, max_length: int = 32):
 
     return RunSpec(study="preference", model="tiny-llama", task="hh_harmless", method="lora",
                    train=TrainConfig(max_steps=1, batch_size=2, max_length=max_length),
-                   data=DataConfig(data_dir=str(data), train_size=None, eval_size=None))
+                   data=DataConfig(data_dir=str(data), train_size=None, test_size=None))
 
 
 def _long_every_third(i: int) -> dict:
@@ -161,7 +161,7 @@ def write_orca(folder, n: int = 24, row=_orca_row):
 
 
 def test_orca_pairs_are_filtered_carved_and_written_in_hh_markers(tmp_path):
-    train, held = load_preference("orca_dpo", write_orca(tmp_path), eval_size=4)
+    train, held = load_preference("orca_dpo", write_orca(tmp_path), test_size=4)
     prompts = [*train["prompt"], *held["prompt"]]
     assert (len(train), len(held)) == (11, 4) and len(set(prompts)) == 15
     assert sorted(int(p.split("What is ")[1].split(" ")[0]) for p in prompts) == ORCA_KEPT
@@ -180,7 +180,7 @@ def test_orca_from_the_hub_reads_its_one_split(monkeypatch):
         return datasets.DatasetDict({"train": datasets.Dataset.from_list([_orca_row(i) for i in range(24)])})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    train, held = load_preference("orca_dpo", None, train_size=5, eval_size=3)
+    train, held = load_preference("orca_dpo", None, train_size=5, test_size=3)
     assert calls == [("argilla/distilabel-intel-orca-dpo-pairs", None)] and (len(train), len(held)) == (5, 3)
 
 
@@ -198,7 +198,8 @@ def test_a_dpo_run_on_orca_records_its_carved_held_out_split(tmp_path):
     argv = [*FAST, "--ranks", "1", "--methods", "lora", "--tasks", "orca_dpo", "--data-dir", str(write_orca(tmp_path)),
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = _study().main(argv)
-    assert record["status"] == "ok" and record["eval_split"] == {"orca_dpo": HELD_OUT}
+    assert record["status"] == "ok" and record["splits"]["orca_dpo"]["test"]["source"] == HELD_OUT
+    assert record["splits"]["orca_dpo"]["selection"] == "test"  # no validation split yet for trl kinds
 
 
 @pytest.mark.parametrize("extra, task", [([], "orca_dpo"), (["--tasks", "hh_harmless"], "hh_harmless")])

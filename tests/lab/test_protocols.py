@@ -12,8 +12,8 @@ from tenpeft.lab.protocols import PROTOCOLS, get_protocol
 from tenpeft.lab.run import RunSpec, DataConfig, check_spec
 from tenpeft.lab.study import Variant, base_parser, expand
 
-FAST = ["--model", "tiny-bert", "--seeds", "0", "--eval-every", "2", "--train-size", "8", "--eval-size", "8",
-        "--no-progress"]
+FAST = ["--model", "tiny-bert", "--seeds", "0", "--eval-every", "2", "--train-size", "8", "--validation-size", "4", "--test-size", "8",
+        "--no-progress", "--one-lr"]
 
 
 def test_lorta_protocol_is_the_official_config():
@@ -66,7 +66,7 @@ def test_head_lr_gives_the_head_its_own_group():
 
 def test_head_lr_on_a_model_without_a_head_is_refused_before_training(glue):
     spec = RunSpec("unit", "tiny-llama", "sst2", "lora", {}, train=TrainConfig(head_lr=1e-2, max_steps=2),
-                   data=DataConfig(train_size=8, eval_size=8, data_dir=str(glue)))
+                   data=DataConfig(train_size=8, validation_size=8, test_size=8, data_dir=str(glue)))
     with pytest.raises(TenpeftError, match="trains no task head"):
         check_spec(spec)
     with pytest.raises(TenpeftError, match="head_lr must be a finite rate"):

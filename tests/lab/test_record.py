@@ -24,11 +24,11 @@ ROW = {"passage": "Ann met Bob in Paris.\n@highlight\nAnn is a painter\n@highlig
 def write_record(root: Path, n: int = 8) -> Path:
     """``root/record/{train,validation}.jsonl``: rows of 2 to 4 entities, some with two correct answers."""
     (root / "record").mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation"):
+    for number, split in enumerate(("train", "validation")):
         rows = []
         for i in range(n):
             entities = ["Ann", "Bob", "Paris", "Cy"][:2 + i % 3]
-            rows.append({**ROW, "passage": f"Day {i}. " + ROW["passage"], "entities": entities,
+            rows.append({**ROW, "passage": f"Day {100 * number + i}. " + ROW["passage"], "entities": entities,
                          "answers": entities[i % 2:i % 2 + 1 + (i % 4 == 3)],
                          "idx": {"passage": i, "query": i}})
         (root / "record" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -48,10 +48,10 @@ def test_record_candidates_are_mezos():
 
 def test_record_loads_with_its_first_answer_as_label_and_every_answer_as_gold(tmp_path):
     data = load_task_data("record", write_record(tmp_path))
-    assert data.eval_split == "validation"
-    assert data.train.column_names == ["passage", "query", "label", "entities", "answers"]
-    assert data.train["label"] == [0, 1, 0, 1, 0, 1, 0, 1]  # entities.index(answers[0])
-    encoded = encode_choices("record", load_tokenizer(resolve_model("tiny-llama")), data.train, max_length=96)
+    assert Path(data.test_split).name == "validation.jsonl"  # every row, in file order
+    assert data.test.column_names == ["passage", "query", "label", "entities", "answers"]
+    assert data.test["label"] == [0, 1, 0, 1, 0, 1, 0, 1]  # entities.index(answers[0])
+    encoded = encode_choices("record", load_tokenizer(resolve_model("tiny-llama")), data.test, max_length=96)
     assert [len(ids) for ids in encoded["input_ids"]] == [2, 3, 4, 2, 3, 4, 2, 3]
     assert encoded["gold"][7] == [1, 2] and encoded["gold"][0] == [0] and encoded["labels"][7] == 1
 
@@ -94,11 +94,13 @@ def test_a_record_without_its_answers_column_is_refused(tmp_path):
 def test_a_decoder_study_runs_record_end_to_end_and_an_encoder_is_refused(tmp_path):
     data = write_record(tmp_path / "data")
     argv = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-            "--max-length", "96", "--no-progress", "--tasks", "record", "--methods", "lora", "--ranks", "1",
+            "--max-length", "96", "--no-progress", "--one-lr", "--tasks", "record", "--methods", "lora", "--ranks", "1",
+            "--validation-size", "2",
             "--data-dir", str(data), "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = load_study("rank_ablation").main(argv)
     assert record["status"] == "ok" and record["score"]["metric"] == "accuracy"
-    assert record["eval_split"] == {"record": "validation"} and 0.0 <= record["score"]["value"] <= 1.0
+    assert Path(record["splits"]["record"]["test"]["source"]).name == "validation.jsonl"
+    assert 0.0 <= record["score"]["value"] <= 1.0
     assert record["history"][0]["val_loss"] > 0
     spec = run_module.RunSpec(study="t", model="tiny-bert", task="record", method="lora",
                               data=run_module.DataConfig(data_dir=str(data)))

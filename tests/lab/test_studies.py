@@ -14,7 +14,7 @@ import paths
 
 STUDIES = paths.STUDIES
 FAST = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]
+        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
 CASES = {
     "rank_ablation": ["--methods", "lora,lorta,full", "--ranks", "1,2"],
     "shape_search": ["--targets", "2,8"],

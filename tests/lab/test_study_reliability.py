@@ -22,7 +22,7 @@ import paths
 
 ROOT = paths.ROOT
 FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--eval-size", "8", "--max-length", "16", "--no-progress"]
+        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
 
 
 @pytest.fixture

@@ -37,11 +37,12 @@ pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def write_folder(root: Path, task: str, n: int = 8, test_split: bool = True) -> Path:
-    """``root/<task>/{train,validation,test}.jsonl`` of ``ROW`` with cycling labels (test unlabelled, -1)."""
+    """``root/<task>/{train,validation,test}.jsonl`` of ``ROW`` with cycling labels (test unlabelled, -1), each
+    split's texts numbered apart (the lab refuses splits that share a text)."""
     spec = get_task(task)
     (root / task).mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation", *(["test"] if test_split else [])):
-        rows = [{**{c: f"{v} {i}" for c, v in ROW[task].items()}, "idx": i,
+    for number, split in enumerate(("train", "validation", *(["test"] if test_split else []))):
+        rows = [{**{c: f"{v} {100 * number + i}" for c, v in ROW[task].items()}, "idx": i,
                  "label": -1 if split == "test" else i % spec.num_labels} for i in range(n)]
         (root / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -67,8 +68,9 @@ def test_glue_keeps_its_hub_source():
 
 @pytest.mark.parametrize("task", sorted(ROW))
 def test_a_local_folder_loads_and_the_unlabelled_test_split_is_not_evaluated(task, tmp_path):
-    data = load_task_data(task, write_folder(tmp_path, task), eval_size=4)
-    assert data.eval_split == "validation" and len(data.train) == 8 and len(data.eval) == 4
+    data = load_task_data(task, write_folder(tmp_path, task), validation_size=2, test_size=4)
+    assert Path(data.test_split).name == "validation.jsonl" and data.splits["test"]["size"] == len(data.test) == 4
+    assert (len(data.train), len(data.validation)) == (6, 2) and data.splits["train"]["size"] == 6
     assert set(data.train.column_names) >= {*get_task(task).text_columns, "label"}
 
 
@@ -89,7 +91,7 @@ def test_an_encoder_cannot_read_three_text_columns(tmp_path):
 
 
 FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--eval-size", "6", "--max-length", "64", "--no-progress"]
+        "--validation-size", "4", "--test-size", "6", "--max-length", "64", "--no-progress", "--one-lr"]
 
 
 def _study(tmp_path, task: str, model: str):
@@ -102,7 +104,8 @@ def _study(tmp_path, task: str, model: str):
 def test_a_decoder_study_runs_cb_end_to_end(tmp_path):
     (record,) = _study(tmp_path, "cb", "tiny-llama")
     assert record["status"] == "ok" and record["score"]["metric"] == "accuracy"
-    assert record["eval_split"] == {"cb": "validation"} and record["run_id"].startswith("cb-tiny-llama-lora")
+    assert Path(record["splits"]["cb"]["test"]["source"]).name == "validation.jsonl"
+    assert record["run_id"].startswith("cb-tiny-llama-lora")
 
 
 def test_an_encoder_study_of_a_three_column_task_is_refused_before_compute(tmp_path, monkeypatch, capsys):
@@ -120,8 +123,8 @@ COPA = {"premise": "My body cast a shadow over the grass.", "choice1": "The sun 
 
 def write_copa(root: Path, n: int = 8) -> Path:
     (root / "copa").mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation", "test"):
-        rows = [{**COPA, "premise": f"Day {i}: my body cast a shadow.", "question": ("cause", "effect")[i % 2],
+    for number, split in enumerate(("train", "validation", "test")):
+        rows = [{**COPA, "premise": f"Day {100 * number + i}: my body cast a shadow.", "question": ("cause", "effect")[i % 2],
                  "idx": i, "label": -1 if split == "test" else i % 2} for i in range(n)]
         (root / "copa" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -188,7 +191,8 @@ def test_a_decoder_study_runs_copa_end_to_end(tmp_path):
             "--figures-dir", str(tmp_path / "fig")]
     (record,) = load_study("rank_ablation").main(argv)
     assert record["status"] == "ok" and record["score"]["metric"] == "accuracy"
-    assert record["eval_split"] == {"copa": "validation"} and 0.0 <= record["score"]["value"] <= 1.0
+    assert Path(record["splits"]["copa"]["test"]["source"]).name == "validation.jsonl"
+    assert 0.0 <= record["score"]["value"] <= 1.0
     assert record["history"][0]["train_loss"] > 0 and record["history"][0]["val_loss"] > 0
 
 

@@ -18,28 +18,29 @@ from tenpeft.lab.tasks.data import HELD_OUT
 from helpers import load_study
 
 FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--eval-size", "6", "--max-length", "32", "--no-progress"]
+        "--validation-size", "4", "--test-size", "6", "--max-length", "32", "--no-progress", "--one-lr"]
 WORDS = "good bad great awful film plot fine dull".split()
 
 
 pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
-def write_reviews(path: Path, n: int = 16, labels=("bad", "good")) -> Path:
-    """A CSV of ``n`` reviews with string class names in a ``stars`` column and a stray column."""
+def write_reviews(path: Path, n: int = 16, labels=("bad", "good"), start: int = 0) -> Path:
+    """A CSV of ``n`` reviews numbered from ``start`` with string class names in a ``stars`` column and a stray
+    column."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["review", "stars", "author"])
         for i in range(n):
-            writer.writerow([f"{WORDS[i % 8]} {WORDS[(3 * i) % 8]} review {i}", labels[i % len(labels)], f"a{i}"])
+            writer.writerow([f"{WORDS[i % 8]} {WORDS[(3 * i) % 8]} review {start + i}", labels[i % len(labels)], f"a{i}"])
     return path
 
 
 def write_task(folder: Path, filename: str = "reviews.json", **fields) -> Path:
     """A task file in ``folder`` (JSON, or TOML for a .toml name) over reviews/{train,dev}.csv."""
     write_reviews(folder / "data" / "train.csv")
-    write_reviews(folder / "data" / "dev.csv", n=8)
+    write_reviews(folder / "data" / "dev.csv", n=8, start=100)  # texts of its own: splits must be disjoint
     task = {"name": "reviews", "kind": "classification", "train": "data/train.csv", "eval": "data/dev.csv",
             "text_columns": ["review"], "label_column": "stars", "labels": ["bad", "good"],
             "metrics": ["accuracy", "f1"], "prompt": "{review} It was", "label_words": [" bad", " good"], **fields}
@@ -57,10 +58,10 @@ def test_a_classification_task_file_loads_with_its_labels_as_indices(tmp_path):
     spec = get_task(str(path))
     assert (spec.name, spec.text_columns, spec.num_labels, spec.metrics) == ("reviews", ("review",), 2, ("accuracy", "f1"))
     assert spec.ref == str(path.resolve()) and task_ref(str(path)) == spec.ref
-    data = load_task_data(str(path), train_size=10, eval_size=None)
-    assert data.eval_split == "dev.csv" and data.source == spec.ref
-    assert data.train.column_names == ["review", "label"] and len(data.train) == 10 and len(data.eval) == 8
-    assert data.eval["label"] == [i % 2 for i in range(8)]  # "bad" -> 0, "good" -> 1, in file order
+    data = load_task_data(str(path), train_size=10, validation_size=3, test_size=None)
+    assert Path(data.test_split).name == "dev.csv" and data.source == spec.ref
+    assert data.train.column_names == ["review", "label"] and (len(data.train), len(data.validation)) == (10, 3)
+    assert data.test["label"] == [i % 2 for i in range(8)]  # "bad" -> 0, "good" -> 1, in file order
     assert get_prompt(spec).format({"review": "fine film"}) == "fine film It was"
     assert compute_metrics(spec, [0, 1, 1, 1], [0, 1, 0, 1]) == {"accuracy": 0.75, "f1": pytest.approx(0.8)}
 
@@ -74,11 +75,13 @@ def test_toml_and_json_define_the_same_task(tmp_path):
 
 def test_without_an_eval_file_the_held_out_rows_are_carved_from_train(tmp_path):
     path = write_task(tmp_path, eval=None)
-    data = load_task_data(str(path), train_size=None, eval_size=4, data_seed=3)
-    assert data.eval_split == HELD_OUT and len(data.eval) == 4 and len(data.train) == 12
-    assert not set(data.train["review"]) & set(data.eval["review"])
-    again = load_task_data(str(path), train_size=None, eval_size=4, data_seed=3)
-    assert again.eval["review"] == data.eval["review"]
+    data = load_task_data(str(path), train_size=None, validation_size=2, test_size=4, data_seed=3)
+    assert "test rows carved by split seed" in data.test_split
+    assert (len(data.train), len(data.validation), len(data.test)) == (10, 2, 4)
+    texts = [set(split["review"]) for split in (data.train, data.validation, data.test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    again = load_task_data(str(path), train_size=None, validation_size=2, test_size=4, data_seed=7)
+    assert again.test["review"] == data.test["review"] and again.validation["review"] == data.validation["review"]
 
 
 def test_a_regression_task_file_with_integer_free_scores(tmp_path):
@@ -89,7 +92,7 @@ def test_a_regression_task_file_with_integer_free_scores(tmp_path):
                                 "label_column": "score"}))
     spec = get_task(str(path))
     assert spec.is_regression and spec.metrics == ("spearman", "pearson")
-    data = load_task_data(str(path), train_size=None, eval_size=2)
+    data = load_task_data(str(path), train_size=None, test_size=2)
     assert data.train.features["label"].dtype == "float32" and sorted(data.train.column_names) == ["a", "b", "label"]
 
 
@@ -105,7 +108,7 @@ def test_a_study_runs_a_task_file_and_an_edited_file_is_a_new_run(tmp_path, monk
     (record,) = records
     assert record["config"]["task"] == str(task.resolve()) and record["run_id"].startswith("reviews-tiny-bert-lora")
     assert record["config"]["task_files"][str(task.resolve())]["labels"] == ["bad", "good"]
-    assert record["score"]["metric"] == "accuracy" and record["eval_split"] == {"reviews": "dev.csv"}
+    assert record["score"]["metric"] == "accuracy" and Path(record["splits"]["reviews"]["test"]["source"]).name == "dev.csv"
     assert record_task_label(record["config"]) == "reviews"
     assert (tmp_path / "fig" / "rank_ablation_tiny-bert.png").stat().st_size > 1000
     monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("a finished run was trained again"))
@@ -130,7 +133,7 @@ def test_an_lm_task_file_trains_the_replies_through_the_instruction_path(tmp_pat
     (record,) = _study(tmp_path, task, "--ranks", "1", "--methods", "lora", "--max-length", "96",
                        script="instruction_tuning", model="tiny-llama")
     assert record["score"]["metric"] == "completion_ce" and record["score"]["value"] > 0
-    assert record["run_id"].startswith("qa-tiny-llama-lora") and record["eval_split"] == {"qa": HELD_OUT}
+    assert record["run_id"].startswith("qa-tiny-llama-lora") and record["splits"]["qa"]["test"]["source"] == HELD_OUT
 
 
 BAD = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -58,9 +59,9 @@ def _multilabel_data(folder, validation_extra: str | None = None):
     folder.mkdir()
     for split, n in (("train", 24), ("validation", 8)):
         rows = []
-        for _ in range(n):
+        for i in range(n):  # each text its own: the lab refuses splits that share a text
             labels = sorted(rng.choice(list(words), size=int(rng.integers(1, 3)), replace=False).tolist())
-            rows.append({"text": " ".join(words[label] for label in labels), "labels": labels})
+            rows.append({"text": " ".join(words[label] for label in labels) + f" ({split} {i})", "labels": labels})
         if split == "validation" and validation_extra:
             rows[0]["labels"] = [validation_extra]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -70,8 +71,8 @@ def _multilabel_data(folder, validation_extra: str | None = None):
 def _study(data, tmp_path) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(paths.ROOT / "studies" / "rank_ablation.py"), "--import", "multilabel_task",
             "--tasks", f"multilabel:{data}", "--model", "tiny-bert", "--methods", "lora", "--ranks", "2", "--seeds", "0",
-            "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "16", "--eval-size", "8",
-            "--max-length", "16", "--no-progress", "--results-dir", str(tmp_path / "res"),
+            "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "16", "--validation-size", "4", "--test-size", "8",
+            "--max-length", "16", "--no-progress", "--one-lr", "--results-dir", str(tmp_path / "res"),
             "--figures-dir", str(tmp_path / "fig")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXTENSIONS), str(paths.ROOT / "tests")])}
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=paths.ROOT)
@@ -84,7 +85,8 @@ def test_a_user_task_kind_runs_a_study_end_to_end(tmp_path):
     record = json.loads(path.read_text())
     assert record["status"] == "ok" and record["score"]["metric"] == "micro_f1"
     assert record["config"]["task"] == f"multilabel:{os.path.realpath(tmp_path / 'ml')}"
-    assert record["eval_split"] == {"ml": "validation"} and path.name.startswith("ml-tiny-bert-lora")
+    assert Path(record["splits"]["ml"]["test"]["source"]).name == "validation.jsonl"
+    assert record["splits"]["ml"]["validation"]["size"] == 4 and path.name.startswith("ml-tiny-bert-lora")
     assert [e["step"] for e in record["history"]] == [2, 4]
     assert all(set(e["metrics"]) == {"micro_f1", "exact_match"} and e["val_loss"] > 0 for e in record["history"])
 
@@ -118,7 +120,7 @@ def test_every_kind_reads_its_local_files_through_the_one_checked_reader(name, f
     for split in ("train", "test", "validation"):
         (tmp_path / folder / f"{split}.jsonl").write_text("")
     spec = RunSpec("t", "tiny-llama", name, "lora", train=TrainConfig(max_steps=1),
-                   data=DataConfig(data_dir=str(tmp_path), train_size=None, eval_size=None))
+                   data=DataConfig(data_dir=str(tmp_path), train_size=None, test_size=None))
     with pytest.raises(TenpeftError, match=f"{tmp_path / folder / 'train.jsonl'}' is empty"):
         task_kind(name).rows(spec, tokenizer=None)
 

@@ -33,8 +33,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def make_task_dir(root: Path, task: str = "rte", n: int = 6, splits=("train", "validation"), **overrides) -> Path:
     """A tiny ``root/task/<split>.jsonl`` folder for ``task``; ``overrides`` maps split -> rows."""
     spec = get_task(task)
-    for split in splits:
-        rows = [{**{c: f"{c} number {i}" for c in spec.text_columns},
+    for split in splits:  # each split's texts its own (the lab refuses splits that share a text)
+        rows = [{**{c: f"{c} {split} number {i}" for c in spec.text_columns},
                  "label": (i * 0.7 if spec.is_regression else i % spec.num_labels), "idx": i} for i in range(n)]
         write_jsonl(root / task / f"{split}.jsonl", overrides.get(split, rows))
     return root
@@ -51,10 +51,10 @@ def test_eight_task_specs():
         assert spec.num_labels == {"stsb": 1, "mnli": 3}.get(name, 2)
         assert spec.is_regression == (name == "stsb")
         assert len(spec.text_columns) == (1 if name in ("sst2", "cola") else 2)
-        assert spec.eval_splits[0] == ("validation_matched" if name == "mnli" else "validation")
+        assert spec.eval_splits[:2] == (("test_matched", "validation_matched") if name == "mnli" else ("test", "validation"))
     assert TASKS["mrpc"].metrics == ("f1", "accuracy") and TASKS["stsb"].metrics == ("spearman", "pearson")
     assert TASKS["qnli"].text_columns == ("question", "sentence")
-    assert TASKS["mnli"].eval_splits == ("validation_matched", "validation", "test_matched", "test")
+    assert TASKS["mnli"].eval_splits == ("test_matched", "validation_matched", "test", "validation")
 
 
 def test_get_task():
@@ -67,8 +67,12 @@ def test_get_task():
 
 @needs_glue
 def test_load_shared_sst2_full():
-    data = load_task_data("sst2", GLUE)
-    assert (len(data.train), len(data.eval), data.eval_split) == (67349, 872, "validation")
+    data = load_task_data("sst2", GLUE)  # validation: a tenth of train, and its duplicate texts leave train
+    assert (len(data.validation), len(data.test), data.test_split) == (6735, 872, str(GLUE / "sst2" / "validation.jsonl"))
+    validation = set(data.validation["sentence"])
+    train = [json.loads(line)["sentence"] for line in (GLUE / "sst2" / "train.jsonl").open()]
+    assert len(data.train) == len(train) - sum(text in validation for text in train)  # no validation text is trained
+    assert data.splits["train"]["size"] == len(data.train) and data.splits["test"]["fingerprint"] == "b1a5a870174e5f50"
     assert data.train.column_names == ["sentence", "label", "idx"] and data.source == str(GLUE / "sst2")
     assert data.train.features["label"] == datasets.Value("int64")
 
@@ -76,9 +80,10 @@ def test_load_shared_sst2_full():
 @needs_glue
 def test_load_shared_mrpc_and_rte():
     mrpc = load_task_data("mrpc", str(GLUE))
-    assert (len(mrpc.train), len(mrpc.eval), mrpc.eval_split) == (4076, 1725, "test")
-    rte = load_task_data(TASKS["rte"], GLUE, train_size=100, eval_size=50, data_seed=3)
-    assert (len(rte.train), len(rte.eval), rte.eval_split) == (100, 50, "validation")
+    assert (len(mrpc.train), len(mrpc.validation), len(mrpc.test)) == (4076 - 408, 408, 1725)  # the labelled test
+    assert Path(mrpc.test_split).name == "test.jsonl"
+    rte = load_task_data(TASKS["rte"], GLUE, train_size=100, validation_size=30, test_size=50, data_seed=3)
+    assert (len(rte.train), len(rte.validation), len(rte.test), Path(rte.test_split).name) == (100, 30, 50, "validation.jsonl")
     assert rte.train.column_names == ["sentence1", "sentence2", "label", "idx"]
 
 
@@ -88,7 +93,7 @@ def test_subsample_is_deterministic_per_seed():
     again = load_task_data("rte", GLUE, train_size=40, data_seed=1).train["idx"]
     other = load_task_data("rte", GLUE, train_size=40, data_seed=2).train["idx"]
     assert list(first) == list(again) != list(other) and len(set(first)) == 40
-    assert len(load_task_data("rte", GLUE, eval_size=10_000).eval) == 277  # larger than the split: all rows
+    assert len(load_task_data("rte", GLUE, test_size=10_000).test) == 277  # larger than the split: all rows
 
 
 def test_env_var_and_other_formats(tmp_path, monkeypatch):
@@ -96,15 +101,15 @@ def test_env_var_and_other_formats(tmp_path, monkeypatch):
     (root / "stsb" / "validation.csv").write_text("sentence1,sentence2,label\na,b,4.5\nc,d,0\n")
     monkeypatch.setenv("TENPEFT_DATA_DIR", str(root))
     data = load_task_data("stsb")
-    assert data.source == str(root / "stsb") and data.eval_split == "validation"
-    assert data.eval.features["label"] == datasets.Value("float32") and data.eval["label"][0] == 4.5
+    assert data.source == str(root / "stsb") and Path(data.test_split).name == "validation.csv"
+    assert data.test.features["label"] == datasets.Value("float32") and data.test["label"][0] == 4.5
     assert load_task_data("rte", make_task_dir(tmp_path / "explicit")).source == str(tmp_path / "explicit" / "rte")
     monkeypatch.setenv("TENPEFT_DATA_DIR", str(tmp_path / "gone"))
     with pytest.raises(TenpeftError, match="gone' \\(from TENPEFT_DATA_DIR\\) does not exist"):
         load_task_data("stsb")
     datasets.Dataset.from_dict({"sentence": ["x", "y"], "label": [1, 0]}).to_parquet(tmp_path / "p/sst2/test.parquet")
     make_task_dir(tmp_path / "p", "sst2", splits=("train",))
-    assert load_task_data("sst2", tmp_path / "p").eval_split == "test"
+    assert Path(load_task_data("sst2", tmp_path / "p").test_split).name == "test.parquet"
 
 
 def test_hub_path(monkeypatch):
@@ -113,13 +118,15 @@ def test_hub_path(monkeypatch):
     def fake_load_dataset(*args, **kwargs):
         calls.append(args)
         rows = {"sentence": ["a", "b"], "label": [0, 1], "idx": [0, 1]}
-        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+        train = {"sentence": ["c", "d", "e", "f"], "label": [0, 1, 0, 1], "idx": [0, 1, 2, 3]}
+        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(train),
                                      "validation": datasets.Dataset.from_dict(rows),
                                      "test": datasets.Dataset.from_dict({**rows, "label": [-1, -1]})})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     data = load_task_data("sst2")
-    assert calls == [("glue", "sst2")] and data.source == "hub:glue/sst2" and data.eval_split == "validation"
+    assert calls == [("glue", "sst2")] and data.source == "hub:glue/sst2"
+    assert data.test_split == "hub:glue/sst2 split 'validation'"  # the test split's labels are private (-1)
 
 
 def test_hub_failure_suggests_local_data(monkeypatch):
@@ -140,9 +147,9 @@ def _bad_dirs(tmp_path: Path) -> dict:
              "task dir given": ((ok / "rte",), "looks like a task folder itself: pass its parent"),
              "no train": ((make_task_dir(tmp_path / "nt", splits=("validation",)),), "no train split"),
              "no eval": ((make_task_dir(tmp_path / "ne", splits=("train", "dev")),),
-                         r"no evaluation split.*validation, test.*dev\.jsonl"),
+                         r"no labelled test split.*test, validation.*dev\.jsonl"),
              "train_size 0": ((ok,), "train_size must be a positive integer", {"train_size": 0}),
-             "eval_size -1": ((ok,), "eval_size must be a positive integer", {"eval_size": -1})}
+             "test_size -1": ((ok,), "test_size must be a positive integer", {"test_size": -1})}
     rows = [{"sentence1": "a", "label": 0}]
     cases["missing text column"] = ((make_task_dir(tmp_path / "mc", train=rows),),
                                     r"train\.jsonl lacks column\(s\) \['sentence2'\].*"
@@ -152,7 +159,7 @@ def _bad_dirs(tmp_path: Path) -> dict:
     bad_label = [{"sentence1": "a", "sentence2": "b", "label": lab} for lab in (0, 1, 2)]
     cases["label out of range"] = ((make_task_dir(tmp_path / "lr", train=bad_label),), r"label 2 in row 2.*0\.\.1")
     unlabelled = [{"sentence1": "a", "sentence2": "b", "label": -1}]
-    cases["unlabelled test"] = ((make_task_dir(tmp_path / "ul", validation=unlabelled),), "unlabelled, marked -1")
+    cases["unlabelled test"] = ((make_task_dir(tmp_path / "ul", validation=unlabelled),), r"no labelled test split.*labels all -1 mark an unlabelled split")
     half = [{"sentence1": "a", "sentence2": "b", "label": 0.5}]
     cases["fractional label"] = ((make_task_dir(tmp_path / "fl", train=half),), r"label 0\.5 in row 0")
     words = [{"sentence1": "a", "sentence2": "b", "label": "entailment"}]

@@ -2,6 +2,8 @@
 model (encoder classifier, decoder prompt classifier, regression), the record's schema."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -21,7 +23,7 @@ def accelerator():
 
 def spec(glue, method="lora", model="tiny-bert", task="sst2", args=None, **train) -> RunSpec:
     return RunSpec("unit", model, task, method, args or {}, seed=0, train=TrainConfig(**{**TINY, **train}),
-                   data=DataConfig(train_size=16, eval_size=8, data_dir=str(glue)))
+                   data=DataConfig(train_size=16, validation_size=8, test_size=8, data_dir=str(glue)))
 
 
 def test_record_has_the_schema_and_best_is_the_lowest_validation_loss(glue, accelerator):
@@ -29,7 +31,15 @@ def test_record_has_the_schema_and_best_is_the_lowest_validation_loss(glue, acce
     assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED)
     assert [h["step"] for h in record["history"]] == [2, 4]
     assert record["best"]["val_loss"] == min(h["val_loss"] for h in record["history"])
-    assert record["score"] == {"metric": "accuracy", "value": record["best"]["metrics"]["accuracy"]}
+    # chosen on validation, reported on test: the two scores of one checkpoint, from disjoint splits
+    score, test = record["score"], record["test"]
+    assert score == {"metric": "accuracy", "value": test["metrics"]["accuracy"],
+                     "validation": record["best"]["metrics"]["accuracy"]}
+    splits = record["splits"]["sst2"]
+    assert [splits[s]["size"] for s in ("train", "validation", "test")] == [16, 8, 8]
+    assert len({splits[s]["fingerprint"] for s in splits}) == 3
+    pred, gold = record["predictions"]["pred"], record["predictions"]["gold"]
+    assert len(pred) == len(gold) == 8 and sum(p == g for p, g in zip(pred, gold)) / 8 == score["value"]
     assert record["params"]["trainable"] == sum(record["params"]["components"].values()) > 0
     prov = record["provenance"]
     assert prov["versions"]["torch"] == torch.__version__
@@ -41,7 +51,7 @@ def test_a_seeded_cpu_run_repeats_bit_for_bit(glue, accelerator):
     second = execute(spec(glue, "lorta", args={"rank": 2}), accelerator, progress=False)
     assert first["history"] == second["history"]
     other = execute(RunSpec("unit", "tiny-bert", "sst2", "lorta", {"rank": 2}, seed=1, train=TrainConfig(**TINY),
-                            data=DataConfig(16, 8, str(glue))), accelerator, progress=False)
+                            data=DataConfig(16, 8, 8, str(glue))), accelerator, progress=False)
     assert other["history"] != first["history"]
 
 
@@ -124,7 +134,9 @@ def test_sequential_tasks_score_every_task_after_every_stage(glue, accelerator):
     record = execute(spec(glue, task="sst2>mrpc>rte"), accelerator, progress=False)
     assert [s["task"] for s in record["stages"]] == ["sst2", "mrpc", "rte"]
     assert all(set(s["scores"]) == {"sst2", "mrpc", "rte"} for s in record["stages"])
-    assert record["eval_split"] == {"sst2": "validation", "mrpc": "test", "rte": "validation"}
+    tests = {task: Path(splits["test"]["source"]).name for task, splits in record["splits"].items()}
+    assert tests == {"sst2": "validation.jsonl", "mrpc": "test.jsonl", "rte": "validation.jsonl"}
+    assert record["stages"][-1]["scores"]["rte"] == record["score"]["value"]  # the chain's scores are on test
     assert record["config"]["chain_heads"] == "per_task"
 
 

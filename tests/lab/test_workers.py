@@ -18,9 +18,9 @@ from helpers import load_study
 import paths
 
 FAST = ["--model", "tiny-bert", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--eval-size", "8", "--max-length", "16", "--no-progress", "--ranks", "1"]
+        "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--ranks", "1"]
 GRID = ["--methods", "lora,lorta", "--seeds", "0,1"]
-SAME = ("run_id", "status", "config", "params", "history", "best", "score", "eval_split", "stages")
+SAME = ("run_id", "status", "config", "params", "history", "best", "score", "splits", "test", "predictions", "stages")
 
 
 def rank_ablation():
@@ -39,12 +39,22 @@ def argv(ws: Path, name: str, *extra: str) -> list[str]:
             "--results-dir", str(ws / name), "--figures-dir", str(ws / f"{name}_fig"), *extra]
 
 
+def rounded(value):
+    """``value`` with every float to 6 significant digits: a worker's process sums a batch's loss with its
+    own torch thread count, which moves the last float32 digits (3e-8 seen), not what it trained."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return [rounded(v) for v in value] if isinstance(value, list) else value
+
+
 def records(folder: Path) -> dict[str, dict]:
     """Every record under ``folder``, by run id, without timings and provenance (host, pid, time)."""
     out = {}
     for path in folder.glob("*/*.json"):
         record = json.loads(path.read_text())
-        out[record["run_id"]] = {k: record.get(k) for k in SAME}
+        out[record["run_id"]] = rounded({k: record.get(k) for k in SAME})
     return out
 
 

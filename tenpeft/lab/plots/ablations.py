@@ -33,7 +33,7 @@ def _is_numeric(values) -> bool:
 
 @styled
 def rank_ablation_figure(records: list[dict], axis: str = "rank") -> Figure:
-    """Headline score (mean ± std over seeds) vs the rank axis: a line per method, a panel per task.
+    """Headline score (mean and 95% t-interval over seeds) vs the rank axis: a line per method, a panel per task.
 
     The x axis is log2 when the ranks span 4x or more; the legend gives each line's trainable
     parameter range. Non-numeric ranks (e.g. ``"4x4x2"``) are placed as categories.
@@ -54,14 +54,14 @@ def rank_ablation_figure(records: list[dict], axis: str = "rank") -> Figure:
             line = line.assign(x=line[column].map(position).map(shift)).sort_values("x")
             dash = LINESTYLES[sorted(part.loc[part["method"] == method, "series"].unique()).index(series) % 4]
             lo, hi = format_count(line["trainable"].min()), format_count(line["trainable"].max())
-            ax.errorbar(line["x"], line["mean"], yerr=line["std"], capsize=3, linestyle=dash, lw=1.6,
+            ax.errorbar(line["x"], line["mean"], yerr=line["ci"].fillna(0.0), capsize=3, linestyle=dash, lw=1.6,
                         label=f"{series} ({lo}–{hi} params)" if lo != hi else f"{series} ({lo} params)",
                         **styles[method])
         _rank_ticks(ax, values, position, numeric)
         ax.set(title=task, xlabel=f"{axis} (log2 scale)" if ax.get_xscale() == "log" else axis,
-               ylabel=f"{metric_label(frame, task)} (mean ± std)")
+               ylabel=f"{metric_label(frame, task)} (mean, 95% CI)")
         ax.legend(fontsize="small", title="method (trainable)", title_fontsize="small")
-    fig.suptitle(f"{axis.capitalize()} ablation: headline score, mean ± std over {_seed_text(stats)}\n{protocol(records)}")
+    fig.suptitle(f"{axis.capitalize()} ablation: headline score, mean and 95% t-interval over {_seed_text(stats)}\n{protocol(records)}")
     return fig
 
 
@@ -94,7 +94,7 @@ def _seed_text(stats: pd.DataFrame) -> str:
 
 @styled
 def shape_search_figure(records: list[dict], axis: str = "shape") -> Figure:
-    """Headline score (mean ± std over seeds) per tensor shape: grouped bars per method, a panel per
+    """Headline score (mean and 95% t-interval over seeds) per tensor shape: grouped bars per method, a panel per
     task, each bar annotated with its trainable parameters."""
     frame, stats = _series_summary(records, axis, "shape_search_figure")
     column = f"axis_{axis}"
@@ -109,21 +109,21 @@ def shape_search_figure(records: list[dict], axis: str = "shape") -> Figure:
         for k, (method, name) in enumerate(series):
             rows = part[part["series"] == name].set_index(column).reindex(shapes).dropna(subset=["mean"])
             xs = np.array([shapes.index(s) for s in rows.index]) + (k - (len(series) - 1) / 2) * width
-            ax.bar(xs, rows["mean"], width * 0.92, yerr=rows["std"], capsize=2, label=name,
+            ax.bar(xs, rows["mean"], width * 0.92, yerr=rows["ci"].fillna(0.0), capsize=2, label=name,
                    color=styles[method]["color"], edgecolor="white", error_kw={"lw": 1})
             for x, n in zip(xs, rows["trainable"]):  # inside the bar, at the foot of the axis
                 ax.text(x, 0.03, format_count(n), transform=ax.get_xaxis_transform(), ha="center",
                         va="bottom", rotation=90, fontsize=7, color="white", fontweight="bold")
-        low = (part["mean"] - part["std"]).min()
-        high = (part["mean"] + part["std"]).max()
+        low = (part["mean"] - part["ci"].fillna(0.0)).min()
+        high = (part["mean"] + part["ci"].fillna(0.0)).max()
         span = max(high - low, 0.02)
         ax.set_ylim(max(0.0, low - 0.5 * span), high + 0.25 * span)
         ax.set_xticks(range(len(shapes)), [str(s) for s in shapes], rotation=30 if len(shapes) > 4 else 0)
         ax.set(title=task, xlabel=f"tensor {axis} (factorization of each matrix)",
-               ylabel=f"{metric_label(frame, task)} (mean ± std)")
+               ylabel=f"{metric_label(frame, task)} (mean, 95% CI)")
         ax.grid(axis="x", visible=False)
         ax.legend(fontsize="small", loc="best", ncols=min(2, len(series)))
-    fig.suptitle(f"Shape search: mean ± std over {_seed_text(stats)} (in bars: trainable parameters; y axis cut)\n"
+    fig.suptitle(f"Shape search: mean and 95% t-interval over {_seed_text(stats)} (in bars: trainable parameters; y axis cut)\n"
                  f"{protocol(records)}")
     return fig
 

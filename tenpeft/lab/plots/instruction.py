@@ -16,7 +16,7 @@ CE_LABEL = "held-out completion cross-entropy (nats/token)"
 
 @styled
 def instruction_figure(records: list[dict]) -> Figure:
-    """Per task, the held-out score at the best step (mean ± std over seeds) against trainable parameters
+    """Per task, the held-out score at the best step (mean and 95% t-interval over seeds) against trainable parameters
     (log x): one line per method over its ranks, the Pareto front dashed."""
     frame = runs_frame(records)
     styles = method_styles(frame["method"])
@@ -29,7 +29,7 @@ def instruction_figure(records: list[dict]) -> Figure:
             part.groupby(["method", "label"])["trainable"].median().reset_index(), on=["method", "label"])
         for method, group in points.groupby("method", sort=True):
             group = group.sort_values("trainable")
-            ax.errorbar(group["trainable"], group["mean"], yerr=group["std"], capsize=3, markersize=6, label=method,
+            ax.errorbar(group["trainable"], group["mean"], yerr=group["ci"].fillna(0.0), capsize=3, markersize=6, label=method,
                         **styles[method])
         front = pareto_front(points, x="trainable", y="mean", higher_is_better=higher)
         ax.step(front["trainable"], front["mean"], where="post", color="0.2", lw=1.1, ls="--", alpha=0.8,

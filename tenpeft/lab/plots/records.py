@@ -10,13 +10,14 @@ import pandas as pd
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots.labels import labels_for
+from tenpeft.lab.stats import t_half_width
 
 from tenpeft.lab.records import READABLE, REQUIRED_CONFIG
 from tenpeft.lab.tasks.custom import record_task_label
 
 REQUIRED_KEYS = ("run_id", "config", "params", "score")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",
-               "metric", "higher_is_better"]
+               "validation", "metric", "higher_is_better"]
 HISTORY_COLUMNS = ["study", "run_id", "method", "label", "task", "seed", "step", "val_loss", "train_loss"]
 
 
@@ -78,7 +79,8 @@ def _check_unique(records: Sequence[dict]) -> None:
 
 
 def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
-    """One row per run: study, run_id, model, task, method, label, seed, lr, trainable, score, metric,
+    """One row per run: study, run_id, model, task, method, label, seed, lr, trainable, score (on test),
+    validation (the validation score at the chosen checkpoint; NaN in records before the three splits), metric,
     higher_is_better, ``axis_<name>`` per config axis, and ``method_args`` (dict).
 
     ``label`` is the method plus the ``method_args`` that differ from the method's defaults or vary
@@ -95,7 +97,7 @@ def runs_frame(records: Sequence[dict]) -> pd.DataFrame:
                "task": record_task_label(cfg), "method": cfg["method"],
                "label": label,
                "seed": cfg["seed"], "lr": _float(cfg.get("lr")), "trainable": rec["params"]["trainable"],
-               "score": _float(score["value"]), "metric": score["metric"],
+               "score": _float(score["value"]), "validation": _float(score.get("validation")), "metric": score["metric"],
                "higher_is_better": higher_is_better(rec), "method_args": args}
         row.update({f"axis_{name}": _hashable(v) for name, v in (cfg.get("axes") or {}).items()})
         rows.append(row)
@@ -144,7 +146,8 @@ def history_frame(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def summarize(frame: pd.DataFrame, by: str | Sequence[str], value: str = "score") -> pd.DataFrame:
-    """Mean, std (ddof=1; 0 for a single seed) and count of ``value`` per group of columns ``by``."""
+    """Mean, std (ddof=1; 0 for a single seed), ``ci`` (half the width of the 95% t-interval of the mean;
+    NaN for a single seed) and count of ``value`` per group of columns ``by``."""
     by = [by] if isinstance(by, str) else list(by)
     if not isinstance(frame, pd.DataFrame) or frame.empty:
         raise TenpeftError("summarize needs a non-empty DataFrame (e.g. runs_frame(records))")
@@ -152,7 +155,8 @@ def summarize(frame: pd.DataFrame, by: str | Sequence[str], value: str = "score"
     if missing or not by:
         raise TenpeftError(f"summarize: column(s) {missing or 'by'} missing; available: {list(frame.columns)}")
     grouped = frame.groupby(by, sort=True, dropna=False)[value]
-    out = grouped.agg(mean="mean", std=lambda s: s.std(ddof=1), count="count").reset_index()
+    out = grouped.agg(mean="mean", std=lambda s: s.std(ddof=1), ci=lambda s: t_half_width(s.dropna()),
+                      count="count").reset_index()
     out["std"] = out["std"].where(out["count"] > 1, 0.0).fillna(0.0)
     return out
 

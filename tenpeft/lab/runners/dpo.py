@@ -14,7 +14,7 @@ import time
 from tenpeft.lab.models import resolve_model
 from tenpeft.lab.records import make_record
 from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows, outcome,
-                                     reference_context, tokenizer_for, trl_arguments)
+                                     reference_context, tokenizer_for, trl_arguments, trl_splits)
 from tenpeft.lab.tasks.preference import METRICS
 
 BETA = 0.1  # trl's default DPO temperature, recorded with each run
@@ -74,4 +74,4 @@ class DPORunner(TrlRunner, objective="dpo"):
                "rows": {"train": len(train_rows), "eval": len(eval_rows)}, "skipped_rows": skipped}
         return make_record(spec, accelerator, params=params, history=history, best=best, diverged=stopped,
                            score={"metric": metric, "value": None if best is None else best["metrics"][metric]},
-                           eval_split={kind.label: kind.eval_split}, dpo=dpo, timings=timings)
+                           splits=trl_splits(kind, train_rows, eval_rows), dpo=dpo, timings=timings)

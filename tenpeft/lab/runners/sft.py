@@ -21,7 +21,7 @@ import torch
 from tenpeft.lab.models import resolve_model
 from tenpeft.lab.records import make_record
 from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows, outcome,
-                                     tokenizer_for, trl_arguments)
+                                     tokenizer_for, trl_arguments, trl_splits)
 from tenpeft.lab.tasks.instruction import METRICS
 
 IGNORE = -100  # the label of a token that is not trained or scored
@@ -123,4 +123,4 @@ class SFTRunner(TrlRunner, objective="sft"):
                "padding_free": False, "gradient_checkpointing": gradient_checkpointing(),
                "rows": {"train": len(train), "eval": len(held)}, "skipped_rows": skipped}
         return make_record(spec, accelerator, params=params, history=history, best=best, score=kind.score(best),
-                           eval_split={kind.label: kind.eval_split}, diverged=stopped, sft=sft, timings=timings)
+                           splits=trl_splits(kind, train, held), diverged=stopped, sft=sft, timings=timings)

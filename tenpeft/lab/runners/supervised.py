@@ -3,12 +3,14 @@ classification and multiple-choice kinds, one stage per task of a chain (sequent
 scored after every stage so forgetting can be read off the record)."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from tenpeft.errors import TenpeftError
 from tenpeft.structure import task_head
 from tenpeft.lab.adapt import apply_method, base_model, count_parameters
-from tenpeft.lab.loop import evaluate, train
+from tenpeft.lab.loop import eval_loader, predict_split, train
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
 from tenpeft.lab.records import make_record
 from tenpeft.lab.runners.base import Runner
@@ -58,30 +60,43 @@ def _use_labels(model, prepared) -> None:
         model.label_ids = torch.tensor(prepared.label_ids, device=model.label_ids.device)
 
 
+def score_test(model, prepared, cfg, accelerator, progress: bool = True) -> dict:
+    """The chosen checkpoint on the test split, the one it was never chosen by: ``{loss, metrics,
+    predictions, seconds}`` (``predictions``: ``{"pred", "gold"}`` per test example, in order)."""
+    t0 = time.perf_counter()
+    _use_labels(model, prepared)
+    loader = accelerator.prepare(eval_loader(prepared.test_set, prepared.collate, cfg))
+    loss, metrics, predictions = predict_split(model, loader, prepared.task, accelerator, progress)
+    return {"loss": loss, "metrics": metrics, "predictions": predictions, "seconds": time.perf_counter() - t0}
+
+
 def supervised_record(spec: RunSpec, params: dict, stages: list[dict], prepared: list, timings: dict,
-                      diverged: dict | None, accelerator) -> dict:
-    """The record of a supervised run: the last stage's history and best entry, its headline score, every
-    stage of a chain."""
+                      diverged: dict | None, accelerator, test: dict | None) -> dict:
+    """The record of a supervised run: the last stage's history and best entry (chosen on validation), its
+    headline score on test (``score.value``) beside its validation score there (``score.validation``),
+    the test predictions, each task's splits, every stage of a chain."""
     last, metric = stages[-1], prepared[-1].task.headline_metric
-    score = {"metric": metric, "value": None if diverged else last["best"]["metrics"][metric]}
+    score = {"metric": metric, "value": None, "validation": None}
+    if not diverged:
+        score.update(value=test["metrics"][metric], validation=last["best"]["metrics"][metric])
     steps_per_s = spec.train.max_steps * len(stages) / max(timings["train_s"], 1e-9)
+    test_s = test["seconds"] if test else 0.0
+    extra = {"test": {k: test[k] for k in ("loss", "metrics")}, "predictions": test["predictions"]} if test else {}
     return make_record(spec, accelerator, params=params, history=last["history"], best=last["best"], score=score,
-                       eval_split={p.task.name: p.eval_split for p in prepared}, diverged=diverged,
-                       stages=stages if len(prepared) > 1 else None, timings={**timings, "steps_per_s": steps_per_s})
+                       splits={p.task.name: p.splits for p in prepared}, diverged=diverged,
+                       stages=stages if len(prepared) > 1 else None, **extra,
+                       timings={**timings, "test_s": test_s, "total_s": timings["total_s"] + test_s,
+                                "steps_per_s": steps_per_s})
 
 
-def _score_all(model, prepared, accelerator, progress, heads: TaskHeads | None) -> dict[str, float]:
-    """The headline score of every task of a chain on its evaluation split, with the adapter as it
-    is now (and each task's own head, or label words)."""
-    from torch.utils.data import DataLoader
-
+def _score_all(model, prepared, cfg, accelerator, progress, heads: TaskHeads | None) -> dict[str, float]:
+    """The headline score of every task of a chain on its test split, with the adapter as it is now
+    (and each task's own head, or label words)."""
     scores = {}
     for task in prepared:
-        _use_labels(model, task)
         if heads:
             heads.use(task.task.name)
-        loader = accelerator.prepare(DataLoader(task.eval_set, batch_size=64, collate_fn=task.collate))
-        scores[task.task.name] = evaluate(model, loader, task.task, accelerator, progress)[1][task.task.headline_metric]
+        scores[task.task.name] = score_test(model, task, cfg, accelerator, progress)["metrics"][task.task.headline_metric]
     return scores
 
 
@@ -124,8 +139,8 @@ class SupervisedRunner(Runner, objective="supervised"):
             _use_labels(model, task)
             if heads:
                 heads.start(task.task.name)
-            result = train(model, task.task, task.train_set, task.eval_set, task.collate, spec.train, seed=spec.seed,
-                           accelerator=accelerator, progress=progress)
+            result = train(model, task.task, task.train_set, task.validation_set, task.collate, spec.train,
+                           seed=spec.seed, accelerator=accelerator, progress=progress)
             for key in timings:
                 timings[key] += result.timings[key]
             stages.append({"task": task.task.name, "history": result.history, "best": result.best})
@@ -135,8 +150,11 @@ class SupervisedRunner(Runner, objective="supervised"):
             if heads:
                 heads.finish(task.task.name)
             if len(prepared) > 1:
-                stages[-1]["scores"] = _score_all(model, prepared, accelerator, progress, heads)
-        record = supervised_record(spec, params, stages, prepared, timings, diverged, accelerator)
+                stages[-1]["scores"] = _score_all(model, prepared, spec.train, accelerator, progress, heads)
+        if heads and not diverged:
+            heads.use(prepared[-1].task.name)
+        test = None if diverged else score_test(model, prepared[-1], spec.train, accelerator, progress)
+        record = supervised_record(spec, params, stages, prepared, timings, diverged, accelerator, test)
         if spec.efficiency and not diverged:
             from tenpeft.lab.efficiency import measure
 
@@ -146,4 +164,4 @@ class SupervisedRunner(Runner, objective="supervised"):
         return record
 
 
-__all__ = ["SupervisedRunner", "TaskHeads", "build", "supervised_record"]
+__all__ = ["SupervisedRunner", "TaskHeads", "build", "score_test", "supervised_record"]

@@ -127,6 +127,13 @@ def outcome(spec, history: list[dict], val_metric: str, start: float, train_s: f
     return stopped, best, timings
 
 
+def trl_splits(kind, train, held) -> dict:
+    """A trl run's ``splits`` entry: its training and held-out rows. These kinds have no validation split yet:
+    their best step is picked on the held-out rows they report (``selection`` says so)."""
+    return {kind.label: {"train": {"size": len(train)}, "test": {"size": len(held), "source": kind.eval_split},
+                         "selection": "test"}}
+
+
 def kind_rows(spec, kind, tokenizer):
     """``(train, eval, skipped)``: the kind's rows for run ``spec``, screened (``screened``)."""
     return screened(spec, tokenizer, *kind.rows(spec, tokenizer), kind.replies)

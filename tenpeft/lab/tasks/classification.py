@@ -16,15 +16,17 @@ from tenpeft.lab.tasks.specs import TASKS, TaskSpec, find_named, named_task
 
 
 class PreparedTask(NamedTuple):
-    """One task of a run, encoded: its spec, datasets, collator, label-word ids (decoders scoring label
-    words) and which split is evaluated."""
+    """One task of a run, encoded: its spec, its three splits (``validation`` picks the checkpoint, ``test``
+    is reported), collator, label-word ids (decoders scoring label words) and what each split is
+    (``TaskData.splits``: size, source, fingerprint)."""
 
     task: TaskSpec
     train_set: object
-    eval_set: object
+    validation_set: object
+    test_set: object
     collate: object
     label_ids: list[int] | None
-    eval_split: str
+    splits: dict
 
 
 class ClassificationKind(TaskKind, name="classification"):
@@ -64,9 +66,11 @@ class ClassificationKind(TaskKind, name="classification"):
         self.load(spec)
 
     def load(self, spec):
-        """The task's data for run ``spec``: ``TaskData`` (train, eval, the evaluated split)."""
-        return load_task_data(self.task, spec.data.data_dir, train_size=spec.data.train_size,
-                              eval_size=spec.data.eval_size, data_seed=spec.data.data_seed)
+        """The task's data for run ``spec``: ``TaskData`` (train, validation, test and what each is)."""
+        data = spec.data
+        return load_task_data(self.task, data.data_dir, train_size=data.train_size,
+                              validation_size=data.validation_size, test_size=data.test_size,
+                              data_seed=data.data_seed)
 
     def encoder(self, decoder: bool):
         """``encode(task, tokenizer, rows, max_length)`` for this model."""
@@ -83,9 +87,10 @@ class ClassificationKind(TaskKind, name="classification"):
     def prepare(self, spec, tokenizer, decoder: bool) -> PreparedTask:
         """The task's splits for run ``spec`` encoded for the model (encoder or decoder)."""
         data, encode = self.load(spec), self.encoder(decoder)
-        return PreparedTask(self.task, encode(self.task, tokenizer, data.train, spec.train.max_length),
-                            encode(self.task, tokenizer, data.eval, spec.train.max_length),
-                            self.collator(tokenizer), self.label_ids(tokenizer, decoder), data.eval_split)
+        train, validation, test = (encode(self.task, tokenizer, rows, spec.train.max_length)
+                                   for rows in (data.train, data.validation, data.test))
+        return PreparedTask(self.task, train, validation, test, self.collator(tokenizer),
+                            self.label_ids(tokenizer, decoder), data.splits)
 
     def scorer(self, lm, prepared: PreparedTask):
         """A decoder ``lm`` as the classifier the loop trains: label-word logits after the prompt."""

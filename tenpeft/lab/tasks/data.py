@@ -11,41 +11,54 @@ import pyarrow as pa
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.specs import TaskSpec, get_task
+from tenpeft.lab.tasks.splits import make_splits
 
 ENV_VAR = "TENPEFT_DATA_DIR"
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 LAYOUT = "DIR/<task>/<split>.jsonl (or .json, .csv, .parquet), like ../shared/data/glue"
-HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --eval-size is given
+HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --test-size is given
 HELD_OUT = "held out from train by data_seed"  # what a record names such an evaluation split
 
 
 @dataclass
 class TaskData:
-    """A task's training and evaluation datasets, the split used for evaluation and where they came from."""
+    """A task's three disjoint splits (``tenpeft.lab.tasks.splits``): ``train``, ``validation`` (choices) and
+    ``test`` (reported); ``splits`` describes each (size, source, fingerprint); ``source`` is where the data is."""
 
     task: TaskSpec
     train: datasets.Dataset
-    eval: datasets.Dataset
-    eval_split: str
+    validation: datasets.Dataset
+    test: datasets.Dataset
+    splits: dict
     source: str
+
+    @property
+    def test_split(self) -> str:
+        """Where the reported rows came from (a split name, or the file they were carved from)."""
+        return self.splits["test"]["source"]
 
 
 def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_size: int | None = None,
-                   eval_size: int | None = None, data_seed: int = 0) -> TaskData:
-    """Load ``task`` from ``data_dir`` (else ``$TENPEFT_DATA_DIR``, else ``datasets.load_dataset(*spec.hub_source)``).
+                   validation_size: int | None = None, test_size: int | None = None,
+                   data_seed: int = 0) -> TaskData:
+    """Load ``task`` from ``data_dir`` (else ``$TENPEFT_DATA_DIR``, else ``datasets.load_dataset(*spec.hub_source)``)
+    as three disjoint splits (``tenpeft.lab.tasks.splits.make_splits``).
 
-    Train is the ``train`` split; eval is the first of ``task.eval_splits`` present. Labels and text
-    columns are validated; ``train_size``/``eval_size`` keep that many rows of a shuffle by ``data_seed``.
-    Only the text columns, ``label`` and ``idx`` (if present) are kept. A task-file task reads its own
-    files (``data_dir`` unused); without an eval file its held-out rows are carved from train.
+    Test is the first of ``task.eval_splits`` present with labels (GLUE's private test labels skip it); validation
+    is carved from train by the fixed split seed; ``train_size`` training rows are drawn by ``data_seed``,
+    ``validation_size``/``test_size`` rows by the split seed (None: a tenth of train / every test row). Labels and
+    text columns are validated; only the text columns, ``label`` and ``idx`` (if present) are kept. A task-file
+    task reads its own files (``data_dir`` unused); without an eval file its test rows are carved from train.
     """
     spec = get_task(task)
-    for name, size in (("train_size", train_size), ("eval_size", eval_size)):
+    for name, size in (("train_size", train_size), ("validation_size", validation_size), ("test_size", test_size)):
         _check_size(name, size)
     if isinstance(data_seed, bool) or not isinstance(data_seed, (int, np.integer)):
         raise TenpeftError(f"data_seed must be an integer, not {data_seed!r}")
+    sizes = {"train_size": train_size, "validation_size": validation_size, "test_size": test_size,
+             "data_seed": int(data_seed)}
     if spec.file is not None:
-        return _load_file_task(spec, train_size, eval_size, data_seed)
+        return _load_file_task(spec, sizes)
     from_env = data_dir is None and bool(os.environ.get(ENV_VAR))
     if from_env:
         data_dir = os.environ[ENV_VAR]
@@ -56,24 +69,23 @@ def load_task_data(task, data_dir: str | os.PathLike | None = None, *, train_siz
         splits, source = _local_files(spec, Path(data_dir), from_env)
         wheres = {split: str(path) for split, path in splits.items()}
         found = sorted(p.name for p in Path(source).iterdir())
-    eval_split = _pick_eval_split(spec, splits, source, found)
-    parts = []
-    for split, size in (("train", train_size), (eval_split, eval_size)):
-        ds = splits[split]
-        ds = read_data_file(ds) if isinstance(ds, Path) else ds
-        ds = _validate(spec, ds, wheres[split])
-        parts.append(subsample(ds, size, data_seed))
-    return TaskData(spec, parts[0], parts[1], eval_split, source)
+    test_split, test = _pick_test_split(spec, splits, source, found)
+    train = _validate(spec, _read(splits["train"]), wheres["train"])
+    test = _validate(spec, test, wheres[test_split])
+    return _task_data(spec, train, test, wheres["train"], wheres[test_split], source, sizes)
 
 
-def _load_file_task(spec: TaskSpec, train_size, eval_size, data_seed: int) -> TaskData:
+def _task_data(spec: TaskSpec, train, test, train_where: str, test_where: str | None, source: str,
+               sizes: dict) -> TaskData:
+    parts = make_splits(train, test, spec.text_columns, task=spec.name, train_source=train_where,
+                        test_source=test_where, **sizes)
+    return TaskData(spec, parts.train, parts.validation, parts.test, parts.describe(spec.text_columns), source)
+
+
+def _load_file_task(spec: TaskSpec, sizes: dict) -> TaskData:
     train = _file_split(spec, spec.file.train)
-    if spec.file.eval is None:
-        train, evaluation = carve_held_out(train, train_size, eval_size, data_seed)
-        return TaskData(spec, train, evaluation, HELD_OUT, spec.file.source)
-    evaluation = _file_split(spec, spec.file.eval)
-    return TaskData(spec, subsample(train, train_size, data_seed), subsample(evaluation, eval_size, data_seed),
-                    Path(spec.file.eval).name, spec.file.source)
+    test = None if spec.file.eval is None else _file_split(spec, spec.file.eval)
+    return _task_data(spec, train, test, spec.file.train, spec.file.eval, spec.file.source, sizes)
 
 
 def _file_split(spec: TaskSpec, path: str) -> datasets.Dataset:
@@ -107,12 +119,12 @@ def _with_int_label(features: datasets.Features, column: str) -> datasets.Featur
     return out
 
 
-def carve_held_out(rows: datasets.Dataset, train_size, eval_size, data_seed: int):
-    """Disjoint ``(train, held_out)`` rows of one split, shuffled by ``data_seed``: ``eval_size`` held-out
+def carve_held_out(rows: datasets.Dataset, train_size, test_size, data_seed: int):
+    """Disjoint ``(train, held_out)`` rows of one split, shuffled by ``data_seed``: ``test_size`` held-out
     rows (None: a tenth), then ``train_size`` training rows (None: the rest)."""
-    held = eval_size or max(1, round(HELD_OUT_SHARE * len(rows)))
+    held = test_size or max(1, round(HELD_OUT_SHARE * len(rows)))
     if held >= len(rows):
-        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --eval-size")
+        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --test-size")
     order = np.random.default_rng(data_seed).permutation(len(rows))
     rest = order[held:] if train_size is None else order[held:held + train_size]
     return rows.select(rest), rows.select(order[:held])
@@ -158,15 +170,29 @@ def _local_files(spec: TaskSpec, data_dir: Path, from_env: bool) -> tuple[dict[s
     return files, str(task_dir)
 
 
-def _pick_eval_split(spec: TaskSpec, splits: dict, source: str, found: list[str]) -> str:
+def _read(split) -> datasets.Dataset:
+    return read_data_file(split) if isinstance(split, Path) else split
+
+
+def _labelled(spec: TaskSpec, rows: datasets.Dataset) -> bool:
+    """Whether a held-out split has labels to score (GLUE's and SuperGLUE's test splits mark them -1 or empty)."""
+    if spec.answers:
+        column = spec.answers[1]  # a missing column is the validation's error to name
+        return column not in rows.column_names or any(rows[column])
+    return "label" not in rows.column_names or any(v != -1 for v in rows["label"])
+
+
+def _pick_test_split(spec: TaskSpec, splits: dict, source: str, found: list[str]) -> tuple[str, datasets.Dataset]:
+    """``(name, rows)`` of the reported split: the first of ``spec.eval_splits`` present and labelled."""
     if "train" not in splits:
         raise TenpeftError(f"no train split for {spec.name!r} in {source}: expected train.jsonl "
                            f"(or .json, .csv, .parquet); found {found}")
     for split in spec.eval_splits:
-        if split in splits:
-            return split
-    raise TenpeftError(f"no evaluation split for {spec.name!r} in {source}: looked for "
-                       f"{', '.join(spec.eval_splits)} (in that order); found {found}")
+        if split in splits and _labelled(spec, rows := _read(splits[split])):
+            return split, rows
+    raise TenpeftError(f"no labelled test split for {spec.name!r} in {source}: looked for "
+                       f"{', '.join(spec.eval_splits)} (in that order; labels all -1 mark an unlabelled split); "
+                       f"found {found}")
 
 
 def _check_text_file(path: Path) -> None:

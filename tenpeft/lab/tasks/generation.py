@@ -87,14 +87,14 @@ def _as_rows(task: GenerationTask, rows, where: str):
     return rows.map(convert, with_indices=True, remove_columns=rows.column_names)
 
 
-def load_generation(name: str, data_dir, train_size: int | None = None, eval_size: int | None = None,
+def load_generation(name: str, data_dir, train_size: int | None = None, test_size: int | None = None,
                     data_seed: int = 0):
     """``(train, eval)`` of ``prompt``/``completion``/``answers`` rows of task ``name``, each subsampled to its
     size (None: every row) by ``data_seed``."""
     task = GENERATION_TASKS[name]
     read = _read(task, None if data_dir is None else str(data_dir))
     return tuple(_as_rows(task, subsample(rows, size, data_seed), where)
-                 for (rows, where), size in ((read["train"], train_size), (read[task.eval_split], eval_size)))
+                 for (rows, where), size in ((read["train"], train_size), (read[task.eval_split], test_size)))
 
 
 def normalize_answer(text: str) -> str:
@@ -164,7 +164,7 @@ class GenerationKind(InstructionKind, name="generation"):
 
     def rows(self, spec, tokenizer):
         """``(train, eval)`` rows of ``prompt``/``completion``/``answers`` for run ``spec``."""
-        return load_generation(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.eval_size,
+        return load_generation(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.test_size,
                                spec.data.data_seed)
 
     @property

@@ -127,7 +127,7 @@ def _read_task_file(file):
     return out
 
 
-def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, eval_size: int | None = None,
+def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, test_size: int | None = None,
                      data_seed: int = 0, file=None):
     """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name`` (an ``lm`` task file: its
     ``file``), subsampled to their sizes (None: every row; a train-only source: the held-out rows carved
@@ -138,9 +138,9 @@ def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = No
     dialogue = name == "hh_chosen"
     (train, where), held = read["train"], read.get("eval")
     if held is None:
-        train, evaluation, eval_where = *carve_held_out(train, train_size, eval_size, data_seed), where
+        train, evaluation, eval_where = *carve_held_out(train, train_size, test_size, data_seed), where
     else:
-        train, (evaluation, eval_where) = subsample(train, train_size, data_seed), (subsample(held[0], eval_size, data_seed), held[1])
+        train, (evaluation, eval_where) = subsample(train, train_size, data_seed), (subsample(held[0], test_size, data_seed), held[1])
     return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)
 
 
@@ -186,7 +186,7 @@ class InstructionKind(TaskKind, name="instruction"):
 
     def rows(self, spec, tokenizer):
         """``(train, eval)`` rows of ``prompt``/``completion`` for run ``spec``."""
-        return load_instruction(self.ref, spec.data.data_dir, tokenizer, spec.data.train_size, spec.data.eval_size,
+        return load_instruction(self.ref, spec.data.data_dir, tokenizer, spec.data.train_size, spec.data.test_size,
                                 spec.data.data_seed, file=self.file)
 
     @property

@@ -122,10 +122,10 @@ def _kept(task: PreferenceTask, rows, where: str):
 
 
 def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: int | None = None,
-                    eval_size: int | None = None, data_seed: int = 0):
+                    test_size: int | None = None, data_seed: int = 0):
     """``(train, eval)`` datasets of ``prompt``/``chosen``/``rejected`` for task ``name``, each subsampled
     to its size (None: every row) by a shuffle with ``data_seed``; a task without an evaluation split has
-    its held-out pairs carved from train (``carve_held_out``: ``eval_size``, else a tenth)."""
+    its held-out pairs carved from train (``carve_held_out``: ``test_size``, else a tenth)."""
     if name not in PREFERENCE_TASKS:
         raise TenpeftError(f"unknown preference task {name!r}; known: {', '.join(PREFERENCE_TASKS)}")
     task = PREFERENCE_TASKS[name]
@@ -133,11 +133,11 @@ def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: i
     rows, where = read[task.train_split]
     rows = _kept(task, rows, where)
     if task.eval_split is None:
-        parts = zip(carve_held_out(rows, train_size, eval_size, data_seed), (where, f"{where} (held out)"))
+        parts = zip(carve_held_out(rows, train_size, test_size, data_seed), (where, f"{where} (held out)"))
     else:
         held, held_where = read[task.eval_split]
         parts = ((subsample(rows, train_size, data_seed), where),
-                 (subsample(_kept(task, held, held_where), eval_size, data_seed), held_where))
+                 (subsample(_kept(task, held, held_where), test_size, data_seed), held_where))
     return tuple(_as_pairs(task, part, part_where) for part, part_where in parts)
 
 
@@ -161,7 +161,7 @@ class PreferenceKind(TaskKind, name="preference"):
 
     def rows(self, spec, tokenizer):
         """``(train, eval)`` pairs of ``prompt``/``chosen``/``rejected`` for run ``spec``."""
-        return load_preference(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.eval_size,
+        return load_preference(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.test_size,
                                spec.data.data_seed)
 
     @property

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.kinds import task_kind
 
-DEFAULT_EVAL_SPLITS = ("validation", "test")
+DEFAULT_EVAL_SPLITS = ("test", "validation")  # a labelled test first; GLUE's is not
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class TaskFile:
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: its name (a GLUE task's ``glue`` config name), text columns, label count, metrics
-    (headline first), evaluation splits in order of preference, and for a task-file task its file.
+    (headline first), the held-out splits that may be reported (``eval_splits``: the first present and
+    labelled is the test split; ``tenpeft.lab.tasks.splits``), and for a task-file task its file.
 
     ``kind`` names the task kind that trains it (``tenpeft.lab.tasks.kinds``). ``answers`` names a
     multiple-choice task whose candidates vary per row (ReCoRD): its
@@ -110,7 +111,7 @@ GLUE_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("qqp", ("question1", "question2"), 2, ("f1", "accuracy")),
     TaskSpec("stsb", ("sentence1", "sentence2"), 1, ("spearman", "pearson")),
     TaskSpec("mnli", ("premise", "hypothesis"), 3, ("accuracy",),
-             ("validation_matched", "validation", "test_matched", "test")),
+             ("test_matched", "validation_matched", "test", "validation")),
     TaskSpec("qnli", ("question", "sentence"), 2, ("accuracy",)),
     TaskSpec("rte", ("sentence1", "sentence2"), 2, ("accuracy",)),
 )}
