@@ -15,7 +15,7 @@ import pandas as pd
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots import forgetting_rows, runs_frame, summarize
-from tenpeft.lab.records import load_records
+from tenpeft.lab.records import load_records, old_protocol_note
 from tenpeft.lab.stats import compare
 from tenpeft.lab.study import best_lr_only, script
 
@@ -62,7 +62,8 @@ def score_table(records: list[dict], by: list[str]) -> str:
         validation = "-" if row.validation != row.validation else f"{scale * row.validation:.{digits}f}"
         lines.append(f"| {keys} | {row.trainable:,} | {row.metric} {_interval(row.mean, row.ci, scale, digits)} | "
                      f"{validation} | {row.count} | {row.seconds:.0f} |")
-    return "\n".join(lines)
+    note = old_protocol_note(records)
+    return "\n".join(lines + ([f"\n{note}"] if note else []))
 
 
 def comparison_table(records: list[dict], by: list[str], between: str = "method") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -18,9 +17,8 @@ from tenpeft.io import adapter_files, read_adapter_config
 from tenpeft.plugins import import_plugins, load_entry_points
 from tenpeft.state import CONFIG_NAME
 from tenpeft.presets import PRESETS, TASKS, build_on_meta, load_config
-from tenpeft.report import COMPONENTS as TRAINABLE_COMPONENTS
+from tenpeft.report import saved_counts
 
-COMPONENTS = (*TRAINABLE_COMPONENTS, "frozen_stored", "seed_regenerable")  # how an adapter file's tensors count
 # safetensors header dtype codes -> torch dtype names (as the adapter config writes them)
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
           "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
@@ -106,15 +104,11 @@ def summarize_adapter(folder: str) -> dict:
     tensors, targets = config["tensors"], config["targets"]
     weights_path = adapter_files(folder)[1]
     found, size = read_safetensors_header(weights_path)
-    components = dict.fromkeys(COMPONENTS, 0)  # trainable ones first, then frozen_stored, seed_regenerable
-    for info in tensors.values():
-        components[info["component"]] = components.get(info["component"], 0) + math.prod(info["shape"])
     mismatches = compare(tensors, found)
     return {"adapter_dir": folder, "method": config["method"], "tenpeft_version": config["tenpeft_version"],
             "format_version": config["format_version"], "base_model": config["base_model"],
             "hyperparameters": config["hyperparameters"], "num_targets": len(targets),
-            "targets": targets[:5], "components": {k: v for k, v in components.items() if v},
-            "trainable": sum(components[k] for k in TRAINABLE_COMPONENTS), "total": sum(components.values()),
+            "targets": targets[:5], **saved_counts(tensors),  # components, trainable, total
             "num_tensors": len(tensors), "frozen_random_stored": config["frozen_random_stored"],
             "plugins": config.get("plugins", []),
             "file": os.path.basename(weights_path), "file_size": size, "header_matches_config": not mismatches, "mismatches": mismatches}

@@ -35,6 +35,7 @@ from .lifecycle import unload
 from .placements import merged_wrappers
 from .methods import get_method
 from .plugins import import_hint
+from .schema import Each, Omittable, kind, schema_error
 from .state import (CONFIG_NAME, FORMAT, FORMAT_VERSION, IDENTITY_DIMS, LEGACY_NAMES, WEIGHTS_NAME,
                     adapter_config, adapter_tensors, base_identity, saved_hyperparameters, state_of)
 from .version import __version__
@@ -55,55 +56,14 @@ def save_adapter(model: nn.Module, directory: str, store_frozen_random: bool = F
     write_adapter(model, directory, store_frozen_random, state_dict, is_main_process)
 
 
-class _Each:
-    """Schema of a JSON object whose keys are free names (tensor names), each value matching ``schema``."""
-
-    def __init__(self, schema):
-        self.schema = schema
-
-
 _TENSOR_ENTRY = {"shape": [int], "dtype": str, "component": str}
 _CONFIG_SCHEMA = {  # what tenpeft reads from CONFIG_NAME (format and format_version are checked first)
     "tenpeft_version": str, "method": str, "hyperparameters": dict, "targets": [str], "frozen_random_stored": bool,
     "base_model": {"class": str, "model_type": (str, None), "name_or_path": str,
                    "dims": {key: (int, None) for key in IDENTITY_DIMS}},
-    "tensors": _Each(_TENSOR_ENTRY),
+    "tensors": Each(_TENSOR_ENTRY),
+    "plugins": Omittable([str]),  # adapters saved by older tenpeft versions lack it
 }
-_OPTIONAL_SCHEMA = {"plugins": [str]}  # fields that adapters saved by older tenpeft versions lack
-_KINDS = {dict: "object", list: "list", str: "string", bool: "boolean", int: "int", float: "number", None: "null"}
-
-
-def _kind(value) -> str:
-    """The JSON kind of a parsed value: object, list, string, int, number, boolean or null."""
-    return _KINDS.get(None if value is None else type(value), type(value).__name__)
-
-
-def _a(kind) -> str:
-    name = _KINDS[kind]
-    return name if kind is None else ("an " if name[0] in "aeiou" else "a ") + name
-
-
-def _schema_error(value, schema, field: str) -> str | None:
-    """Why ``value`` does not fit ``schema`` (the first wrong field, by its dotted path), or None."""
-    at = (lambda key: f"{field}.{key}" if field else key)
-    if isinstance(schema, (dict, _Each)) and not isinstance(value, dict):
-        return f"field '{field}' must be an object, got {_kind(value)}"
-    if isinstance(schema, dict):
-        missing = [key for key in schema if key not in value]
-        if missing:
-            return f"field '{at(missing[0])}' is missing"
-        return next((e for key, sub in schema.items() if (e := _schema_error(value[key], sub, at(key)))), None)
-    if isinstance(schema, _Each):
-        return next((e for key, sub in value.items() if (e := _schema_error(sub, schema.schema, f"{field}[{key}]"))),
-                    None)
-    if isinstance(schema, list):
-        if not isinstance(value, list):
-            return f"field '{field}' must be a list, got {_kind(value)}"
-        return next((e for i, v in enumerate(value) if (e := _schema_error(v, schema[0], f"{field}[{i}]"))), None)
-    kinds = schema if isinstance(schema, tuple) else (schema,)
-    if any(value is None if k is None else type(value) is k for k in kinds):  # type(): True is not an int
-        return None
-    return f"field '{field}' must be {' or '.join(_a(k) for k in kinds)}, got {_kind(value)}"
 
 
 def _load_json(path: str):
@@ -145,17 +105,15 @@ def read_adapter_config(directory: str, known_method: bool = True) -> dict:
     config = _load_json(path)
     fix = "the file was edited by hand or is not a tenpeft adapter config; save it again with tenpeft.save_adapter"
     if not isinstance(config, dict):
-        raise TenpeftError(f"{path} must be a JSON object, got {_kind(config)}; {fix}")
+        raise TenpeftError(f"{path} must be a JSON object, got {kind(config)}; {fix}")
     if config.get("format") != FORMAT:
         raise TenpeftError(f"{path} is not a tenpeft adapter config (format {config.get('format')!r}); "
                            f"for a PEFT adapter use peft.PeftModel.from_pretrained")
-    error = _schema_error(config, {"format_version": int}, "")  # a newer format may differ in the rest
+    error = schema_error(config, {"format_version": int})  # a newer format may differ in the rest
     if error is None and config["format_version"] > FORMAT_VERSION:
         raise TenpeftError(f"{path} uses adapter format {config['format_version']} from tenpeft "
                            f"{config.get('tenpeft_version')}; this is tenpeft {__version__}: upgrade tenpeft")
-    error = error or _schema_error(config, _CONFIG_SCHEMA, "") or next(
-        (e for key, sub in _OPTIONAL_SCHEMA.items() if key in config and (e := _schema_error(config[key], sub, key))),
-        None)
+    error = error or schema_error(config, _CONFIG_SCHEMA)
     if error:
         raise TenpeftError(f"{path}: {error}; {fix}")
     if known_method:

@@ -1,7 +1,10 @@
-"""Parameter reports: trainable parameters split by component, checked against each method's
-closed-form formula; frozen-but-stored and seed-regenerable buffers counted apart."""
+"""Parameter counts, the one place that counts them: trainable parameters split by component, checked
+against each method's closed-form formula; frozen-but-stored and seed-regenerable buffers counted apart;
+the total. ``parameter_report`` counts a tenpeft model, ``count_parameters`` any model (a run record's
+``params``), ``saved_counts`` a saved adapter's tensors from its config."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -10,6 +13,8 @@ from .state import adapter_tensors, state_of
 
 COMPONENTS = ("factors", "shared_factors", "norms", "head", "biases", "base")
 ADAPTER_COMPONENTS = ("factors", "shared_factors")  # the adapter's own; the rest are base parameters trained in place
+SAVED_COMPONENTS = (*COMPONENTS, "frozen_stored", "seed_regenerable")  # what a saved tensor can be
+_HEAD_NAMES = ("classifier", "score", "modules_to_save")  # a task head's parameter names (transformers, PEFT)
 
 
 @dataclass
@@ -29,6 +34,11 @@ class ParameterReport:
     @property
     def trainable(self) -> int:
         return sum(self.components.values())
+
+    @property
+    def total(self) -> int:
+        """Every parameter of the model (trainable, frozen and stored, frozen base); buffers are not parameters."""
+        return self.trainable + self.frozen_stored + self.base_frozen
 
     @property
     def adapter(self) -> int:
@@ -72,3 +82,31 @@ def parameter_report(model: nn.Module) -> ParameterReport:
             report.components[component] += tensor.numel()
     report.base_frozen = sum(p.numel() for p in model.parameters()) - report.trainable - report.frozen_stored
     return report
+
+
+def count_parameters(model: nn.Module) -> dict:
+    """The parameters of any model as JSON (a run record's ``params``): ``trainable``, its non-zero ``components``
+    and ``total``; a tenpeft model's from its report, with ``frozen_stored`` and ``seed_regenerable``; any other
+    (a PEFT model) its trainable ones split by name into ``head`` and ``adapter``."""
+    if hasattr(model, "tenpeft_state"):
+        report = parameter_report(model)
+        return {"trainable": report.trainable, "components": {k: v for k, v in report.components.items() if v},
+                "frozen_stored": report.frozen_stored, "seed_regenerable": report.seed_regenerable,
+                "total": report.total}
+    components: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            part = "head" if any(k in name for k in _HEAD_NAMES) else "adapter"
+            components[part] = components.get(part, 0) + p.numel()
+    return {"trainable": sum(components.values()), "components": components,
+            "total": sum(p.numel() for p in model.parameters())}
+
+
+def saved_counts(tensors: dict) -> dict:
+    """A saved adapter's parameters from its config's ``tensors`` (shape and component of each): the non-zero
+    ``components`` (trainable ones first), ``trainable`` and ``total`` (every stored one)."""
+    components = dict.fromkeys(SAVED_COMPONENTS, 0)
+    for info in tensors.values():
+        components[info["component"]] = components.get(info["component"], 0) + math.prod(info["shape"])
+    return {"components": {k: v for k, v in components.items() if v},
+            "trainable": sum(components[k] for k in COMPONENTS), "total": sum(components.values())}

@@ -30,7 +30,7 @@ class FamilySpec:
     every head h (DeBERTa v1's ``in_proj``, split by transformers as ``view(heads, 3 * head_dim)``
     then ``chunk(3)``). ``decoder``: a causal LM family (built as ``AutoModelForCausalLM``; encoders
     as sequence classifiers). ``tiny``: a zero-argument callable returning a tiny random-init test
-    config of the family (None: none)."""
+    config of the family, of the sizes ``TINY_SIZES`` (None: none)."""
 
     layer_pattern: str
     roles: dict[str, str]
@@ -51,11 +51,14 @@ def _make_config(config_class: str, **kwargs):
     return getattr(transformers, config_class)(**kwargs)
 
 
-_TINY_ENCODER = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=101,
-                     max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-_TINY_DECODER = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                     intermediate_size=64, vocab_size=101, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+# The sizes of every tiny random-init model (the families' FamilySpec.tiny below; the lab's study models and the
+# benchmarks' toy models start from them and say what they change)
+TINY_SIZES = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=101)
+_TINY_ENCODER = dict(TINY_SIZES, max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+_TINY_DECODER = dict(TINY_SIZES, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
                      eos_token_id=2)
+_GPT2_SIZES = dict(n_embd=TINY_SIZES["hidden_size"], n_layer=TINY_SIZES["num_hidden_layers"],
+                   n_head=TINY_SIZES["num_attention_heads"], vocab_size=TINY_SIZES["vocab_size"])  # its FFN: 4 x n_embd
 _BERT_LIKE = dict(layer_pattern=r"encoder\.layer\.(\d+)", roles={
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
     "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"})
@@ -83,8 +86,8 @@ FAMILIES: dict[str, FamilySpec] = {
     "qwen3": FamilySpec(**_LLAMA_LIKE, tiny=tiny_config("Qwen3Config", **_TINY_DECODER, head_dim=12)),
     "gpt2": FamilySpec(r"h\.(\d+)", {"o": "attn.c_proj", "ffn_in": "mlp.c_fc", "ffn_out": "mlp.c_proj"},
                        fused_qkv="attn.c_attn", decoder=True, tiny=tiny_config(
-                           "GPT2Config", n_embd=48, n_layer=2, n_head=4, vocab_size=101, n_positions=40, resid_pdrop=0.0,
-                           embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+                           "GPT2Config", **_GPT2_SIZES, n_positions=40, resid_pdrop=0.0, embd_pdrop=0.0,
+                           attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
 }
 
 

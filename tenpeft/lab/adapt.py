@@ -9,7 +9,7 @@ from tenpeft.errors import TenpeftError
 from tenpeft.lab.baselines import NAMED, PREFIX, Baseline, get_baseline, is_baseline
 from tenpeft.methods import METHODS
 from tenpeft.plugins import lookup
-from tenpeft.report import parameter_report
+from tenpeft.report import count_parameters  # noqa: F401  (re-exported: spec.py and the runners import it from here)
 
 
 def known_methods() -> list[str]:
@@ -87,19 +87,3 @@ def _check_past_key_values(model: nn.Module, method: str) -> None:
 def base_model(model: nn.Module) -> nn.Module:
     """The transformers model under a PEFT wrapper (itself otherwise)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def count_parameters(model: nn.Module) -> dict:
-    """Trainable parameters in total and by component (tenpeft's report where there is one)."""
-    if hasattr(model, "tenpeft_state"):
-        report = parameter_report(model)
-        return {"trainable": report.trainable, "components": {k: v for k, v in report.components.items() if v},
-                "frozen_stored": report.frozen_stored, "seed_regenerable": report.seed_regenerable,
-                "total": sum(p.numel() for p in model.parameters())}
-    components: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            part = "head" if any(k in name for k in ("classifier", "score", "modules_to_save")) else "adapter"
-            components[part] = components.get(part, 0) + p.numel()
-    return {"trainable": sum(components.values()), "components": components,
-            "total": sum(p.numel() for p in model.parameters())}

@@ -13,6 +13,7 @@ from tenpeft.errors import TenpeftError
 from tenpeft.lab.adapt import rank_arg
 from tenpeft.lab.models import load_config, resolve_model
 from tenpeft.lab.run import adapt_on_meta
+from tenpeft.report import parameter_report
 
 MAX_RANK = 1024
 
@@ -34,10 +35,8 @@ class BudgetFit:
 
 @lru_cache(maxsize=4096)
 def _count(model: str, method: str, args_json: str) -> int:
-    import tenpeft
-
     adapted = adapt_on_meta(load_config(resolve_model(model)), model, method, json.loads(args_json), 2)
-    return tenpeft.parameter_report(adapted).adapter
+    return parameter_report(adapted).adapter
 
 
 def adapter_count(model: str, method: str, method_args: dict) -> int:

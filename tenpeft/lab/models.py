@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tenpeft.errors import TenpeftError
+from tenpeft.structure import TINY_SIZES
 from tenpeft.structure import is_decoder  # the one encoder/decoder rule (also used as lab.models.is_decoder)
 
 
@@ -56,8 +57,9 @@ def _smollm2() -> ModelSource:
     return ModelSource("smollm2", str(folder), gguf_file=ggufs[0])
 
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=30522,
-            max_position_embeddings=512)  # the random-init study models: MiniLM's vocabulary, nothing to download
+# the random-init study models (nothing to download): the core's tiny sizes over MiniLM's tokenizer, so with its
+# vocabulary and positions, and narrower (hidden 32: docs/studies.md, and the study tests' factor shapes, count on it)
+TINY = {**TINY_SIZES, "hidden_size": 32, "vocab_size": 30522, "max_position_embeddings": 512}
 
 
 def tiny_source(name: str, make_config: Callable) -> ModelSource:

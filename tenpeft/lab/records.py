@@ -6,21 +6,22 @@ false for a loss such as instruction tuning's completion cross-entropy): ``value
 used for a choice, ``validation`` at the checkpoint chosen on the validation split (``tenpeft.lab.tasks.splits``);
 ``splits`` gives each task's splits (size, source, fingerprint) and ``predictions`` the test predictions
 (``{"pred", "gold"}`` per example, for paired tests over examples). Schema 2 records (before the three
-splits) chose and reported on one split; they are read, and summaries say so. A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value``
-and ``best`` are null, ``diverged`` says where). Schema 1 records (no ``status``) read as ``ok``.
+splits) chose and reported on one split; they are read, and summaries say so (``old_protocol_note``).
+A record's ``status`` is ``"ok"`` or ``"diverged"`` (a non-finite training loss: ``score.value`` and
+``best`` are null, ``diverged`` says where). Schema 1 records (no ``status``) read as ``ok``.
 A damaged file is reported by name and its run trained again; a record of a newer schema is an
 error, never overwritten.
 """
 from __future__ import annotations
 
 import json
-import numbers
 import warnings
 from pathlib import Path
 
 from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.provenance import provenance
+from tenpeft.schema import Omittable, kind, schema_error
 
 SCHEMA = "tenpeft-run/3"
 READABLE = ("tenpeft-run/1", "tenpeft-run/2", SCHEMA)
@@ -49,18 +50,33 @@ def write_record(path: str | Path, record: dict) -> Path:
     return atomic_write_json(path, record)
 
 
+def old_protocol_note(records) -> str | None:
+    """A note naming how many ``records`` predate the three splits (no ``splits``: their checkpoint and rate
+    were chosen on the split they report), or None."""
+    old = sum("splits" not in r for r in records)
+    if not old:
+        return None
+    return (f"note: {old} of {len(records)} record(s) predate the three splits (schema tenpeft-run/2 or older): "
+            f"their checkpoint and rate were chosen on the split they report; rerun them to compare on test")
+
+
 def status(record: dict) -> str:
     return record.get("status", "ok")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+_SHAPE = {  # each field's type (tenpeft.schema); _field_problems adds the rules that join fields
+    "config": {"method_args": Omittable((dict, None)), "axes": Omittable((dict, None))},
+    "score": {"metric": str, "value": (float, None), "validation": Omittable((float, None)),
+              "higher_is_better": Omittable(bool)},
+    "params": {"trainable": float}, "history": list, "timings": dict, "provenance": dict,
+}
 
 
-def check_record(record, where: str) -> None:
-    """Raise a TenpeftError naming ``where`` and the field unless ``record`` is a readable run record."""
+def check_record(record, where: str, consequence: str = "that run counts as not done") -> None:
+    """Raise a TenpeftError naming ``where`` and the field unless ``record`` is a readable run record; a
+    damaged one's message ends with ``consequence``."""
     if not isinstance(record, dict):
-        raise TenpeftError(f"{where} holds {type(record).__name__}, not a run record")
+        raise TenpeftError(f"{where} holds {kind(record)}, not a run record")
     schema = record.get("schema")
     if _newer_schema(record):
         raise TenpeftError(f"{where} was written by a newer tenpeft (record schema {schema!r}; this one reads "
@@ -68,35 +84,21 @@ def check_record(record, where: str) -> None:
     if schema not in READABLE:
         raise TenpeftError(f"{where} has schema {schema!r}, not a tenpeft run record")
     missing = [k for k in REQUIRED if k not in record]
-    config = record.get("config")
-    bad = [f"missing {missing}"] if missing else []
-    if not missing:
-        bad += _field_problems(record, config)
+    bad = [f"missing {missing}"] if missing else _field_problems(record)
     if bad:
-        raise TenpeftError(f"{where} is a damaged run record ({'; '.join(bad)}); that run counts as not done")
+        raise TenpeftError(f"{where} is a damaged run record ({'; '.join(bad)}); {consequence}")
 
 
-def _field_problems(record: dict, config) -> list[str]:
-    bad = []
-    if not isinstance(config, dict):
-        return [f"config is {type(config).__name__}, not an object"]
-    bad += [f"config.{k} missing" for k in REQUIRED_CONFIG if config.get(k) is None]
+def _field_problems(record: dict) -> list[str]:
+    shape = schema_error(record, _SHAPE)
+    bad = [shape] if shape else []
+    config, score = record["config"], record["score"]
+    if isinstance(config, dict):
+        bad += [f"config.{k} missing" for k in REQUIRED_CONFIG if config.get(k) is None]
     if status(record) not in STATUSES:
         bad.append(f"status {record.get('status')!r} not one of {list(STATUSES)}")
-    score, params = record["score"], record["params"]
-    if not isinstance(score, dict) or not isinstance(score.get("metric"), str) or "value" not in score:
-        bad.append("score must be {metric, value}")
-    elif not (_is_number(score["value"]) or (score["value"] is None and status(record) == "diverged")):
-        bad.append(f"score.value {score['value']!r} is not a number")
-    if isinstance(score, dict) and not isinstance(score.get("higher_is_better", True), bool):
-        bad.append(f"score.higher_is_better {score['higher_is_better']!r} is not true or false")
-    if not isinstance(params, dict) or not _is_number(params.get("trainable")):
-        bad.append("params.trainable is not a number")
-    if not isinstance(record["history"], list):
-        bad.append("history is not a list")
-    for key in ("timings", "provenance"):
-        if not isinstance(record[key], dict):
-            bad.append(f"{key} is not an object")
+    elif isinstance(score, dict) and "value" in score and score["value"] is None and status(record) != "diverged":
+        bad.append("score.value is null, yet the status is 'ok' (only a diverged run has no score)")
     return bad
 
 

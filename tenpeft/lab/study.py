@@ -22,7 +22,7 @@ from tenpeft.lab.packed import pack_groups, run_pack
 from tenpeft.lab.protocols import get_protocol
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
-from tenpeft.lab.records import refuse_newer, status
+from tenpeft.lab.records import old_protocol_note, refuse_newer, status
 from tenpeft.lab.rates import ADAPTER_LR, FULL_LR, FULL_SHARE, choice_lines, chosen_runs, default_lr, rates_for  # noqa: F401
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run
 from tenpeft.lab.tasks import load_task_data
@@ -254,8 +254,9 @@ def print_summary(records: list[dict], by: list[str], within: list[str] | None =
         ci = "one seed" if row.score_ci != row.score_ci else f"{row.score_mean - row.score_ci:.4f}, " \
              f"{row.score_mean + row.score_ci:.4f}"
         print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} [{ci}] ({row.seeds}) | {row.validation:.4f}")
-    for line in choice_lines(records):
-        print(line)
+    for line in [*choice_lines(records), old_protocol_note(records)]:
+        if line:
+            print(line)
     try:
         within = within or [c for c in by if c != between]
         table = compare(frame, [*within, between], between)

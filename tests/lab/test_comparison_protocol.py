@@ -191,3 +191,11 @@ def test_the_rate_is_chosen_per_method_on_mean_validation_loss_and_said():
     assert chosen == {"lora": 3e-3, "lorta": 1e-3}
     assert choice_lines(records)[0] == "sst2 lora rank=4: chose lr 0.003 (mean validation loss over seeds: " \
                                        "0.001: 0.5000, 0.003: 0.4000)"
+
+
+def test_records_from_before_the_three_splits_are_named_in_the_summary():
+    from tenpeft.lab.records import old_protocol_note
+
+    assert old_protocol_note([{"splits": {}}]) is None
+    note = old_protocol_note([{"splits": {}}, {"eval_split": {"sst2": "validation"}}])
+    assert note.startswith("note: 1 of 2 record(s) predate the three splits") and "chosen on the split they report" in note

@@ -142,7 +142,8 @@ def test_a_lower_is_better_score_has_its_own_front_and_table():
     points = pd.DataFrame({"trainable": [10, 20, 30], "score": [2.0, 1.5, 1.8]})
     assert list(pareto_front(points, higher_is_better=False)["trainable"]) == [10, 20]
     assert list(pareto_front(points)["trainable"]) == [10]
-    records = [{"run_id": f"r{rank}", "study": "s", "params": {"trainable": 10 * rank}, "timings": {"total_s": 1.0},
+    records = [{"schema": SCHEMA, "run_id": f"r{rank}", "study": "s", "params": {"trainable": 10 * rank},
+                "history": [], "best": None, "timings": {"total_s": 1.0}, "provenance": {},
                 "config": {"model": "m", "task": "t", "method": "lora", "seed": 0, "method_args": {"rank": rank}},
                 "score": {"metric": "completion_ce", "value": 1.23456, "higher_is_better": False}} for rank in (1, 2)]
     table = load_study("summarize").score_table(records, ["task", "method"])

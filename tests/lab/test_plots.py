@@ -35,7 +35,7 @@ def make_record(task="sst2", method="lora", seed=0, study="study", axes=None, ar
             "params": {"trainable": trainable, "components": {"factors": trainable}},
             "history": history, "best": {"step": 200, "val_loss": 0.4},
             "score": {"metric": TASKS.get(task, "accuracy"), "value": score}, "stages": stages,
-            "timings": {"total_s": 1.0}}
+            "timings": {"total_s": 1.0}, "provenance": {}}
 
 
 def grid_records(ranks=(2, 8, 32), seeds=(0, 1)) -> list[dict]:
@@ -177,10 +177,14 @@ def test_errors_name_the_file():
 
 @pytest.mark.parametrize("bad,match", [
     ([], "non-empty list"),
-    ([{"run_id": "x1", "config": {}, "params": {"trainable": 1}, "score": {"metric": "accuracy", "value": 1}}],
-     "'x1'.*config key"),
-    ([{"run_id": "x2", "config": {"model": "m", "task": "t", "method": "lora", "seed": 0}}], "'x2'.*params"),
-    ([{**make_record(), "schema": "other/2"}], "schema"),
+    ([{**make_record(), "run_id": "x1", "config": {}}], r"'x1' is a damaged run record \(config.model missing"),
+    ([{**make_record(), "run_id": "x2", "params": {}}], "'x2'.*field 'params.trainable' is missing"),
+    ([{**make_record(), "run_id": "x3", "score": {"metric": "accuracy", "value": None}}],
+     "'x3'.*score.value is null, yet the status is 'ok'.*leave it out"),
+    ([{**make_record(), "run_id": "x4", "config": {**make_record()["config"], "axes": [1]}}],
+     "'x4'.*field 'config.axes' must be an object or null, got list"),
+    ([{**make_record(), "schema": "other/2"}], "schema 'other/2', not a tenpeft run record"),
+    ([[make_record()]], "record #0 holds list, not a run record"),
     ([make_record(), make_record()], "repeats run_id"),
 ])
 def test_bad_records(bad, match):

@@ -100,7 +100,7 @@ def test_a_damaged_record_is_named_and_its_run_trained_again(ws):
     record = json.loads(path.read_text())
     record["score"] = {"metric": "accuracy", "value": "high"}
     path.write_text(json.dumps(record))
-    with pytest.warns(DamagedRecord, match=rf"{path}.*score.value 'high' is not a number"):
+    with pytest.warns(DamagedRecord, match=rf"{path}.*field 'score.value' must be a number or null, got string"):
         assert read_record(path) is None
     with pytest.warns(DamagedRecord):
         again = run_all(specs, args)

@@ -259,6 +259,7 @@ MALFORMED = {
     "a dtype missing": (_first_tensor(lambda t: t.pop("dtype")), r"field 'tensors\[.*\]\.dtype' is missing"),
     "a component a number": (_first_tensor(lambda t: t.update(component=1)),
                              r"field 'tensors\[.*\]\.component' must be a string, got int"),
+    "plugins a string": (_put("my_pkg", "plugins"), "field 'plugins' must be a list, got string"),
 }
 NOT_AN_OBJECT = {"a list": [], "a string": "adapter", "null": None, "a number": 3}
 

@@ -98,3 +98,21 @@ def test_paper_head_shape():
         tenpeft.inject(tiny_model("bert"), "loretta_adp", head_shape=[6, 8, 8, 6])
     with pytest.raises(tenpeft.TenpeftError, match="product"):
         tenpeft.inject(tiny_model("roberta"), "loretta_adp", head_shape=[6, 8, 8, 7])
+
+
+def test_count_parameters_of_any_model():
+    """One counter for a run record's ``params``: a tenpeft model's report, and any other model by name."""
+    from tenpeft.report import count_parameters
+
+    model = tenpeft.inject(tiny_model("roberta"), "loretta_adp")
+    report, counts = tenpeft.parameter_report(model), count_parameters(model)
+    assert counts["components"] == {k: report.components[k] for k in ("factors", "norms", "head")}  # non-zero ones
+    assert counts["trainable"] == report.trainable == sum(counts["components"].values())
+    assert counts["frozen_stored"] == report.frozen_stored > 0 and counts["seed_regenerable"] == 0
+    assert counts["total"] == report.total == sum(p.numel() for p in model.parameters())
+    plain = tiny_model("bert")  # e.g. what PEFT returns: its own trainable parameters, the head by name
+    for name, p in plain.named_parameters():
+        p.requires_grad_(name.startswith("classifier") or name.endswith("query.weight"))
+    assert count_parameters(plain) == {"trainable": 48 * 3 + 3 + 2 * 48 * 48,
+                                       "components": {"adapter": 2 * 48 * 48, "head": 48 * 3 + 3},
+                                       "total": sum(p.numel() for p in plain.parameters())}

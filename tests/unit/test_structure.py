@@ -4,6 +4,7 @@ from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
 import tenpeft
 from models import CONFIGS, tiny_model
+from tenpeft.structure import TINY_SIZES
 
 KV_HEADS = {"bert": 4, "roberta": 4, "deberta": 4, "deberta-v2": 4, "gpt2": 4, "llama": 2, "mistral": 2, "qwen2": 2, "qwen3": 2}
 
@@ -22,6 +23,14 @@ def test_discover(family):
         assert layer["k"].out_features == KV_HEADS[family] * 12
     assert s.norms, "norms (LayerNorm or RMSNorm) must be found"
     assert all("norm" in type(modules[n]).__name__.lower() for n in s.norms)
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_every_tiny_config_has_the_tiny_sizes(family):
+    """``TINY_SIZES`` is the one home of the tiny models' sizes (GPT-2's FFN is its own 4 x n_embd)."""
+    config = CONFIGS[family]()
+    sizes = {k: v for k, v in TINY_SIZES.items() if family != "gpt2" or k != "intermediate_size"}
+    assert {k: getattr(config, k) for k in sizes} == sizes
 
 
 def test_gpt2_fused_qkv_slices():

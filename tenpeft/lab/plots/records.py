@@ -5,17 +5,15 @@ import json
 import math
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.plots.labels import labels_for
+from tenpeft.lab.records import check_record
 from tenpeft.lab.stats import t_half_width
-
-from tenpeft.lab.records import READABLE, REQUIRED_CONFIG
 from tenpeft.lab.tasks.custom import record_task_label
+from tenpeft.schema import is_number
 
-REQUIRED_KEYS = ("run_id", "config", "params", "score")
 RUN_COLUMNS = ["study", "run_id", "model", "task", "method", "label", "seed", "lr", "trainable", "score",
                "validation", "metric", "higher_is_better"]
 HISTORY_COLUMNS = ["study", "run_id", "method", "label", "task", "seed", "step", "val_loss", "train_loss"]
@@ -31,41 +29,19 @@ def record_name(record, index: int) -> str:
 
 
 def check_records(records: Sequence[dict], need: Sequence[str] = ()) -> None:
-    """Raise TenpeftError unless ``records`` is a non-empty list of well-formed run records.
-
-    ``need`` names extra top-level keys a caller needs (e.g. ``history``, ``stages``).
-    """
+    """Raise TenpeftError unless ``records`` is a non-empty list of run records, each well formed
+    (``tenpeft.lab.records.check_record``) and given once; ``need`` names further keys a caller needs
+    set (e.g. ``stages``)."""
     if isinstance(records, (dict, str, bytes)) or not isinstance(records, Sequence) or not records:
         raise TenpeftError("expected a non-empty list of run records (dicts); got "
                            f"{type(records).__name__} {'(empty)' if not records else ''}".rstrip())
     for i, rec in enumerate(records):
         where = record_name(rec, i)
-        if not isinstance(rec, dict):
-            raise TenpeftError(f"{where} has type {type(rec).__name__}; expected a run record dict")
-        if rec.get("schema", READABLE[-1]) not in READABLE:
-            raise TenpeftError(f"{where} has schema {rec.get('schema')!r}; these plots read {list(READABLE)}")
-        missing = [k for k in (*REQUIRED_KEYS, *need) if rec.get(k) is None]
+        check_record(rec, where, consequence="fix that record or leave it out")
+        missing = [k for k in need if rec.get(k) is None]
         if missing:
-            raise TenpeftError(f"{where} lacks required key(s) {missing}; a run record needs {list(REQUIRED_KEYS)}")
-        config = rec["config"]
-        missing = [k for k in REQUIRED_CONFIG if not isinstance(config, dict) or config.get(k) is None]
-        if missing:
-            raise TenpeftError(f"{where} lacks config key(s) {missing}; config needs {list(REQUIRED_CONFIG)}")
-        for key in ("method_args", "axes"):
-            if not isinstance(config.get(key) or {}, dict):
-                raise TenpeftError(f"{where}: config.{key} must be a dict of name -> value, got {config[key]!r}")
-        score, params = rec["score"], rec["params"]
-        if not isinstance(score, dict) or "metric" not in score or "value" not in score:
-            raise TenpeftError(f"{where}: score must be {{'metric': str, 'value': number}}, got {score!r}")
-        if not isinstance(params, dict) or not _is_number(params.get("trainable")):
-            raise TenpeftError(f"{where}: params.trainable must be a number, got {params!r}")
-        if score["value"] is not None and not _is_number(score["value"]):
-            raise TenpeftError(f"{where}: score.value must be a number or null, got {score['value']!r}")
+            raise TenpeftError(f"{where} lacks key(s) {missing}, which this figure needs")
     _check_unique(records)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def _check_unique(records: Sequence[dict]) -> None:
@@ -126,15 +102,13 @@ def _hashable(value):
 
 def history_frame(records: Sequence[dict]) -> pd.DataFrame:
     """One row per history point: study, run_id, method, label, task, seed, step, val_loss, train_loss."""
-    check_records(records, need=("history",))
+    check_records(records)
     labels = runs_frame(records).set_index(["study", "run_id"])["label"]
     rows = []
     for i, rec in enumerate(records):
         cfg = rec["config"]
-        if not isinstance(rec["history"], list):
-            raise TenpeftError(f"{record_name(rec, i)}: history must be a list of {{step, val_loss, ...}} dicts")
         for point in rec["history"]:
-            if not isinstance(point, dict) or not _is_number(point.get("step")):
+            if not isinstance(point, dict) or not is_number(point.get("step")):
                 raise TenpeftError(f"{record_name(rec, i)}: history point {point!r} lacks a numeric 'step'")
             rows.append({"study": rec.get("study") or "", "run_id": rec["run_id"], "method": cfg["method"],
                          "label": labels[(rec.get("study") or "", rec["run_id"])], "task": record_task_label(cfg),

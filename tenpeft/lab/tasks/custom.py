@@ -30,6 +30,7 @@ from pathlib import Path
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.kinds import KINDS as TASK_KINDS, TaskKind
 from tenpeft.lab.tasks.specs import TaskFile, TaskSpec
+from tenpeft.schema import kind as json_kind
 
 SUFFIXES = (".json", ".toml")
 KINDS = ("classification", "regression", "lm")
@@ -104,7 +105,7 @@ def _parse(path: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise TenpeftError(f"task file {str(path)!r} is not valid {path.suffix[1:].upper()}: {err}") from None
     if not isinstance(raw, dict):
-        raise TenpeftError(f"task file {str(path)!r} must hold one object of fields, not {type(raw).__name__}")
+        raise TenpeftError(f"task file {str(path)!r} must hold one object of fields, not {json_kind(raw)}")
     return raw
 
 
