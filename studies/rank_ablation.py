@@ -1,8 +1,10 @@
 """Rank ablation (as LoRETTA Table 6): headline score vs rank for each method, over seeds.
 
-Default (about 15 minutes on 2 CPU cores): MiniLM, SST-2 with 1,000 training examples, LoRA,
-LoRETTA_rep and LoRTA at ranks 2, 4 and 8, seeds 0 and 1, 200 steps. Methods without a rank
-(full, bitfit, peft_ia3, peft_prompt, ...) run once per seed and appear as reference lines.
+Default (135 runs, not yet timed on 2 CPU cores): MiniLM, SST-2 with 1,000 training examples drawn by
+each seed, 500 validation rows carved from train (checkpoint and rate chosen there), the 872 official
+validation sentences as the test split; LoRA, LoRETTA_rep and LoRTA at ranks 2, 4 and 8, each at its own
+grid of three rates (``--one-lr``: its default rate), seeds 0-4, 200 steps. Methods without a rank
+(full, bitfit, peft_ia3, peft_prompt, ...) run once per seed and rate and appear as reference lines.
 
     python studies/rank_ablation.py --data-dir ../shared/data/glue
     python studies/rank_ablation.py --tasks sst2,mrpc,rte --methods lora,lorta,peft_lora,full --ranks 1,4,16
