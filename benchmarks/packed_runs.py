@@ -33,12 +33,13 @@ COMPARED = ("status", "params", "history", "best", "score")
 
 
 def write_data(root: Path, rows: int, seed: int = 0) -> Path:
-    """A synthetic ``sst2`` folder (train and validation jsonl) of ``rows`` rows each."""
+    """A synthetic ``sst2`` folder: ``2 * rows`` train rows (``rows`` of them carved as validation) and
+    ``rows`` validation rows (the lab's test split), each text numbered so no two splits share one."""
     rng = random.Random(seed)
     (root / "sst2").mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation"):
-        lines = [json.dumps({"sentence": " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))),
-                             "label": rng.randint(0, 1), "idx": i}) for i in range(rows)]
+    for split, count in (("train", 2 * rows), ("validation", rows)):
+        lines = [json.dumps({"sentence": " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) + f" {split}{i}",
+                             "label": rng.randint(0, 1), "idx": i}) for i in range(count)]
         (root / "sst2" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
@@ -49,7 +50,8 @@ def specs(k: int, settings: dict) -> list:
 
     train = TrainConfig(max_steps=settings["steps"], batch_size=settings["batch"], eval_every=settings["steps"],
                         eval_batch_size=64, max_length=settings["seq"])
-    data = DataConfig(train_size=settings["rows"], validation_size=settings["rows"], test_size=settings["rows"], data_dir=settings["data_dir"])
+    data = DataConfig(train_size=settings["rows"], validation_size=settings["rows"], test_size=settings["rows"],
+                      data_dir=settings["data_dir"])
     picks = [METHODS[i % len(METHODS)] for i in range(k)]
     return [RunSpec("packed-bench", settings["model"], "sst2", method, args, seed=i, train=train, data=data)
             for i, (method, args) in enumerate(picks)]
@@ -122,7 +124,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64, help="max length (tokens)")
-    p.add_argument("--rows", type=int, default=256, help="train and validation rows")
+    p.add_argument("--rows", type=int, default=256, help="train, validation and test rows")
     p.add_argument("--dry-run", action="store_true",
                    help="tiny-bert, 2 steps, one K (the first, at most 2): checks the code path")
     p.add_argument("--json", default=None)
