@@ -1,7 +1,7 @@
 """Rank ablation (as LoRETTA Table 6): headline score vs rank for each method, over seeds.
 
-Default (135 runs of about 60 s each on 2 CPU cores, so about 2 h 15 min; ``--one-lr``: 45 runs): MiniLM, SST-2 with 1,000 training examples drawn by
-each seed, 500 validation rows carved from train (checkpoint and rate chosen there), the 872 official
+Default (135 runs of about 60 s each on 2 CPU cores, so about 2 h 15 min; ``--one-lr``: 45 runs):
+MiniLM, SST-2 with 1,000 training examples drawn by each seed, 500 validation rows carved from train (checkpoint and rate chosen there), the 872 official
 validation sentences as the test split; LoRA, LoRETTA_rep and LoRTA at ranks 2, 4 and 8, each at its own
 grid of three rates (``--one-lr``: its default rate), seeds 0-4, 200 steps. Methods without a rank
 (full, bitfit, peft_ia3, peft_prompt, ...) run once per seed and rate and appear as reference lines.
