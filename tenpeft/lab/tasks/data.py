@@ -11,12 +11,13 @@ import pyarrow as pa
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.specs import TaskSpec, get_task
-from tenpeft.lab.tasks.splits import make_splits
+from tenpeft.lab.tasks.splits import VALIDATION_SHARE, make_splits
+from tenpeft.lab.tasks.splits import draw as subsample  # noqa: F401  (the trl kinds' name for it)
 
 ENV_VAR = "TENPEFT_DATA_DIR"
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 LAYOUT = "DIR/<task>/<split>.jsonl (or .json, .csv, .parquet), like ../shared/data/glue"
-HELD_OUT_SHARE = 0.1  # the held-out share carved from a train-only source when no --test-size is given
+HELD_OUT_SHARE = VALIDATION_SHARE  # the held-out share carved from a train-only source when no --test-size is given
 HELD_OUT = "held out from train by data_seed"  # what a record names such an evaluation split
 
 
@@ -305,11 +306,3 @@ def _check_labels(spec: TaskSpec, labels, where: str) -> None:
         hint = " (GLUE test splits are unlabelled, marked -1)" if value == -1 else ""
         raise TenpeftError(f"label {value!r} in row {row} (0-based) of {where} is not valid for "
                            f"{spec.name!r}: expected {expected}{hint}; fix the label or drop the row")
-
-
-def subsample(ds: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
-    """``size`` rows of ``ds`` in the order of a shuffle by ``seed`` (None or at least its length: all, as they are)."""
-    if size is None or size >= len(ds):
-        return ds
-    order = np.random.default_rng(seed).permutation(len(ds))[:size]
-    return ds.select(order)
