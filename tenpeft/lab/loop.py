@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tenpeft.errors import TenpeftError
+from tenpeft.lab.batching import ROW_INDEX, grouped_loader, sorted_loader
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -24,7 +25,8 @@ class TrainConfig:
     """Optimisation settings of one run (``max_steps`` optimizer steps of ``batch_size`` examples
     per process; ``warmup_ratio`` of them warm the rate up linearly from 0). The schedule, warm-up
     and evaluation cadence count optimizer steps, whatever the number of processes. ``head_lr``:
-    the task head's own rate (LoRTA's ``classifier_lr``); None trains it at ``lr``."""
+    the task head's own rate (LoRTA's ``classifier_lr``); None trains it at ``lr``. ``group_by_length``:
+    batches of rows of similar length (``tenpeft.lab.batching``), else uniformly shuffled batches."""
 
     lr: float = 1e-3
     head_lr: float | None = None
@@ -39,6 +41,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     max_length: int = 128
     mixed_precision: str = "no"
+    group_by_length: bool = True
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -78,7 +81,7 @@ class TrainResult:
     diverged: dict | None = None
 
 
-NOT_INPUTS = ("labels", "gold")  # batch keys the model does not read
+NOT_INPUTS = ("labels", "gold", ROW_INDEX)  # batch keys the model does not read
 
 
 def _forward(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,20 +97,22 @@ def batch_loss(model: nn.Module, batch: dict, task) -> torch.Tensor:
 @torch.no_grad()
 def predict_split(model, loader, task, accelerator, progress: bool = True) -> tuple[float, dict, dict]:
     """``(loss, metrics, predictions)`` over every process's examples: the example-weighted loss, the task's
-    metrics (``task.score``) and ``{"pred", "gold"}`` per example in order (what a paired bootstrap over
-    examples resamples). Each process reduces its batch to per-example losses and ``task.predict``'s
+    metrics (``task.score``) and ``{"pred", "gold"}`` per example in the split's row order (what a paired
+    bootstrap over examples resamples), from an :func:`eval_loader` (batches tagged with their rows'
+    indices, in any order). Each process reduces its batch to per-example losses and ``task.predict``'s
     predictions first, so candidate counts may differ."""
     model.eval()
-    predictions, labels, losses = [], [], []
+    predictions, labels, losses, rows = [], [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and accelerator.is_main_process)):
         logits = _forward(model, batch)[0]
         pred, y = task.predict(logits.float(), batch)
-        loss, pred, y = accelerator.gather_for_metrics((task.loss(logits, batch["labels"], reduction="none"), pred, y))
-        losses.append(loss)
-        predictions.append(pred)
-        labels.append(y)
+        loss, pred, y, index = accelerator.gather_for_metrics(
+            (task.loss(logits, batch["labels"], reduction="none"), pred, y, batch[ROW_INDEX]))
+        for kept, value in zip((losses, predictions, labels, rows), (loss, pred, y, index)):
+            kept.append(value)
     model.train()
-    pred, gold = torch.cat(predictions).cpu().numpy(), torch.cat(labels).cpu().numpy()
+    order = torch.argsort(torch.cat(rows).cpu())
+    pred, gold = torch.cat(predictions).cpu()[order].numpy(), torch.cat(labels).cpu()[order].numpy()
     return torch.cat(losses).mean().item(), task.score(pred, gold), {"pred": pred.tolist(), "gold": gold.tolist()}
 
 
@@ -137,16 +142,21 @@ def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
-def make_loaders(train_set, validation_set, collate, cfg: TrainConfig, seed: int):
-    """Seeded shuffling train loader and an ordered validation loader."""
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator)
+def make_loaders(train_set, validation_set, collate, cfg: TrainConfig, seed: int, processes: int = 1):
+    """The seeded train loader (length-grouped batches for ``processes`` processes when
+    ``cfg.group_by_length``, else shuffled rows) and the validation loader (:func:`eval_loader`)."""
+    if cfg.group_by_length:
+        train = grouped_loader(train_set, collate, cfg.batch_size, seed, processes)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=generator)
     return train, eval_loader(validation_set, collate, cfg)
 
 
 def eval_loader(rows, collate, cfg: TrainConfig) -> DataLoader:
-    """An ordered loader of evaluation ``rows`` (validation or test) in batches of ``cfg.eval_batch_size``."""
-    return DataLoader(rows, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate)
+    """A loader of evaluation ``rows`` (validation or test) in batches of ``cfg.eval_batch_size``, longest
+    rows first (little padding) and each batch tagged with its rows' indices (``batching.sorted_loader``)."""
+    return sorted_loader(rows, collate, cfg.eval_batch_size)
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
@@ -197,7 +207,8 @@ class RunLoop:
         t0 = time.perf_counter()
         self.task, self.cfg, self.accelerator, self.progress = task, cfg, accelerator, progress
         optimizer, self.scheduler = make_optimizer(model, cfg)
-        train_loader, validation_loader = make_loaders(train_set, validation_set, collate, cfg, seed)
+        train_loader, validation_loader = make_loaders(train_set, validation_set, collate, cfg, seed,
+                                                       accelerator.num_processes)
         # The schedule is not prepared: accelerate would step it once per process at every optimizer step
         # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
         self.model, self.optimizer, train_loader, self.validation_loader = accelerator.prepare(

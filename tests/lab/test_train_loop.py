@@ -65,7 +65,7 @@ def test_best_checkpoint_is_restored(glue, accelerator, monkeypatch):
 
     def spy(model, task, train_set, eval_set, collate, cfg, **kw):
         result = real_train(model, task, train_set, eval_set, collate, cfg, **kw)
-        loader = torch.utils.data.DataLoader(eval_set, batch_size=8, collate_fn=collate)
+        loader = loop.eval_loader(eval_set, collate, cfg)
         seen["after"] = loop.evaluate(model, loader, task, kw["accelerator"], progress=False)[0]
         seen["best"] = result.best["val_loss"]
         return result
