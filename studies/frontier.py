@@ -47,8 +47,9 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     studies = args.studies.split(",") if args.studies else None
     records = [r for r in load_records(args.results_dir, studies) if r.get("stages") is None]
-    records = [for_plot(r) for r in best_lr_only(records)]
-    frame, runs = print_summary(records, ["task", "label"], within=["task"], between="label"), runs_frame(records)
+    swept, records = records, [for_plot(r) for r in best_lr_only(records)]
+    frame = print_summary(records, ["task", "label"], within=["task"], between="label", swept=swept)
+    runs = runs_frame(records)
     for task, points in frame.groupby("task"):
         part = runs[runs["task"] == task]
         front = significant_front(part, points.rename(columns={"score_mean": "mean"}), task_higher_is_better(part, task))

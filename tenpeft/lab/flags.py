@@ -45,6 +45,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def base_parser(description: str, *, tasks="sst2", seeds="0,1,2,3,4", max_steps=200, train_size=1000,
                 validation_size=500, test_size=0, eval_every=50, batch_size=16,
                 lr_grid: bool = False) -> argparse.ArgumentParser:
@@ -62,6 +72,9 @@ def base_parser(description: str, *, tasks="sst2", seeds="0,1,2,3,4", max_steps=
                        help="sweep each method's own grid (its default rate x 1/3, 1, 3), chosen on validation")
     rates.add_argument("--one-lr", dest="lr_grid", action="store_false",
                        help="train each method at its one default rate (no grid; the study says so)")
+    p.add_argument("--grid-seeds", type=_count, default=1, metavar="K",
+                   help="with more than one rate: the first K seeds train at every rate, the others only at the "
+                        "rate chosen on those K seeds' validation loss (0: every seed at every rate)")
     p.add_argument("--max-steps", type=int, default=max_steps)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--eval-every", type=int, default=eval_every)

@@ -3,8 +3,12 @@ and the choice of one rate per configuration on the validation split (never on t
 
 Comparative studies (rank ablation, equal budget, frontier) train every method at each rate of its grid,
 ``default_lr`` times ``GRID_FACTORS``, and keep per method and rank (or budget) the rate whose mean
-validation loss at the chosen checkpoints is lowest over seeds. ``--lrs`` gives every method one explicit
-grid; ``--one-lr`` trains each at its default rate, and the study says so."""
+validation loss at the chosen checkpoints is lowest over the seeds every rate ran. ``--lrs`` gives every
+method one explicit grid; ``--one-lr`` trains each at its default rate, and the study says so.
+
+The grid runs in two phases (:func:`grid_phases`): the first ``--grid-seeds`` seeds train at every rate,
+the rate is chosen on their validation scores, and the other seeds train at the chosen rate only
+(:func:`at_chosen_rates`); ``--grid-seeds 0`` trains every seed at every rate."""
 from __future__ import annotations
 
 import json
@@ -59,18 +63,44 @@ def _configuration(record: dict) -> str:
 
 def lr_choices(records: list[dict]) -> list[dict]:
     """Per configuration swept over rates: ``{method, axes, task, grid: {lr: mean validation loss}, chosen,
-    seeds}``, the rate of the lowest mean best validation loss over seeds (diverged runs count as losing)."""
+    grid_seeds, seeds, runs}``: the rate of the lowest mean best validation loss over ``grid_seeds`` (the
+    seeds every rate ran; diverged runs count as losing), and ``runs``, its runs on every seed."""
     groups: dict[str, dict[float, list[dict]]] = {}
     for r in records:
         groups.setdefault(_configuration(r), {}).setdefault(r["config"]["lr"], []).append(r)
     out = []
     for by_lr in groups.values():
-        grid = {lr: _mean_val_loss(rs) for lr, rs in sorted(by_lr.items())}
+        shared = sorted(set.intersection(*({r["config"]["seed"] for r in rs} for rs in by_lr.values())))
+        grid = {lr: _mean_val_loss([r for r in rs if r["config"]["seed"] in shared]) for lr, rs in sorted(by_lr.items())}
         chosen = min(grid, key=lambda lr: grid[lr])
         first = next(iter(by_lr.values()))[0]["config"]
         out.append({"task": first["task"], "method": first["method"], "axes": {k: v for k, v in first["axes"].items()
-                    if k != "lr"}, "grid": grid, "chosen": chosen, "seeds": len(by_lr[chosen]), "runs": by_lr[chosen]})
+                    if k != "lr"}, "grid": grid, "chosen": chosen, "grid_seeds": shared, "seeds": len(by_lr[chosen]),
+                    "runs": by_lr[chosen]})
     return out
+
+
+def grid_phases(specs: list, grid_seeds: int) -> tuple[list, list]:
+    """``(first, rest)``: ``first`` holds every run of a configuration trained at one rate and, of a swept
+    one, the runs of its first ``grid_seeds`` seeds at every rate (0: all seeds); ``rest`` the other runs,
+    for :func:`at_chosen_rates` to filter once ``first`` has run."""
+    keys = [_configuration({"config": spec.config()}) for spec in specs]
+    rates: dict[str, set] = {}
+    seeds: dict[str, dict] = {}
+    for key, spec in zip(keys, specs):
+        rates.setdefault(key, set()).add(spec.train.lr)
+        seeds.setdefault(key, {})[spec.seed] = None  # the seeds in order, once each
+    first, rest = [], []
+    for key, spec in zip(keys, specs):
+        later = grid_seeds and len(rates[key]) > 1 and spec.seed not in list(seeds[key])[:grid_seeds]
+        (rest if later else first).append(spec)
+    return first, rest
+
+
+def at_chosen_rates(rest: list, records: list[dict]) -> list:
+    """The specs of ``rest`` at the rate :func:`lr_choices` chose from ``records`` for their configuration."""
+    chosen = {_configuration(c["runs"][0]): c["chosen"] for c in lr_choices(records)}
+    return [spec for spec in rest if chosen.get(_configuration({"config": spec.config()})) == spec.train.lr]
 
 
 def _mean_val_loss(records: list[dict]) -> float:
@@ -97,10 +127,11 @@ def choice_lines(records: list[dict]) -> list[str]:
         if len(c["grid"]) > 1:
             grid = ", ".join(f"{lr:g}: {loss:.4f}" for lr, loss in c["grid"].items())
             axes = " ".join(f"{k}={v}" for k, v in sorted(c["axes"].items()))
+            seeds = ",".join(map(str, c["grid_seeds"]))
             lines.append(f"{c['task']} {c['method']} {axes}".rstrip() + f": chose lr {c['chosen']:g} "
-                         f"(mean validation loss over seeds: {grid})")
+                         f"(mean validation loss over seed(s) {seeds}: {grid}; {c['seeds']} seed(s) at it)")
     return lines or [FIXED]
 
 
-__all__ = ["ADAPTER_LR", "FULL_LR", "FULL_SHARE", "GRID_FACTORS", "choice_lines", "chosen_runs", "default_lr",
-           "lr_choices", "method_grid", "rates_for"]
+__all__ = ["ADAPTER_LR", "FULL_LR", "FULL_SHARE", "GRID_FACTORS", "at_chosen_rates", "choice_lines", "chosen_runs",
+           "default_lr", "grid_phases", "lr_choices", "method_grid", "rates_for"]

@@ -96,8 +96,9 @@ def run_submitit(todo: list[RunSpec], args, progress: Progress) -> dict[str, dic
     if getattr(args, "no_wait", False):
         progress.close()
         print(f"not waiting (--no-wait): records appear in {Path(args.results_dir) / todo[0].study} as tasks end; "
-              f"once {ids} is over, rerun this command (it keeps every finished run) for the summary and "
-              f"figures, or run studies/summarize.py --results-dir {args.results_dir}")
+              f"once {ids} is over, rerun this command (it keeps every finished run; a rate grid's other seeds "
+              f"are submitted then, at the rates chosen) for the summary and figures, or run "
+              f"studies/summarize.py --results-dir {args.results_dir}")
         raise SystemExit(0)
     return follow(list(zip(todo, jobs)), args, progress)
 

@@ -23,7 +23,8 @@ from tenpeft.lab.protocols import get_protocol
 from tenpeft.lab.provenance import git_commit
 from tenpeft.lab.claims import owner
 from tenpeft.lab.records import old_protocol_note, refuse_newer, status
-from tenpeft.lab.rates import ADAPTER_LR, FULL_LR, FULL_SHARE, choice_lines, chosen_runs, default_lr, rates_for  # noqa: F401
+from tenpeft.lab.rates import (ADAPTER_LR, FULL_LR, FULL_SHARE, at_chosen_rates, choice_lines, chosen_runs,  # noqa: F401
+                              default_lr, grid_phases, rates_for)
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, record_path, run
 from tenpeft.lab.tasks import load_task_data
 from tenpeft.lab.workers import (check_launch, describe, failed_runs, failure_log, forget_failures,
@@ -162,9 +163,9 @@ def check_writable(folder: str | Path, flag: str) -> None:
 def run_all(specs: list[RunSpec], args) -> list[dict]:
     """Check, then run every spec; finished ones are read back, runs claimed by other processes
     sharing the results folder are waited for. Ctrl-C keeps every finished record (exit 130).
-    With ``--workers N`` or ``--launcher`` the runs go to other processes (``workers.launch``)."""
-    from accelerate import Accelerator
-
+    With ``--workers N`` or ``--launcher`` the runs go to other processes (``workers.launch``).
+    A swept rate grid runs in two phases (``rates.grid_phases``, ``--grid-seeds``): the other seeds
+    train only at the rate chosen on validation."""
     forget_failures()
     check_launch(args)
     quiet(not args.no_progress)
@@ -177,6 +178,19 @@ def run_all(specs: list[RunSpec], args) -> list[dict]:
     git_commit()  # pin the commit of the code that runs, before the first run
     gc.collect()  # then what is alive now (modules, caches) lives on: each run's gc.collect (accelerate's
     gc.freeze()   # free_memory) skips it instead of walking it again (0.25 s a run on MiniLM's imports)
+    first, rest = grid_phases(specs, getattr(args, "grid_seeds", 0))
+    records = _execute(first, args)
+    if rest:  # the other seeds, at the rate each configuration's grid seeds chose on validation
+        records += _execute(at_chosen_rates(rest, records), args)
+    return records
+
+
+def _execute(specs: list[RunSpec], args) -> list[dict]:
+    """Run (or read back) ``specs`` here, or on the workers or launcher ``args`` names; their records."""
+    from accelerate import Accelerator
+
+    if not specs:
+        return []
     if uses_launcher(args):
         return launch(specs, args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
@@ -233,11 +247,13 @@ def best_lr_only(records: list[dict]) -> list[dict]:
     return [r for r in chosen_runs(records) if id(r) in kept]
 
 
-def print_summary(records: list[dict], by: list[str], within: list[str] | None = None, between: str = "method"):
+def print_summary(records: list[dict], by: list[str], within: list[str] | None = None, between: str = "method",
+                  swept: list[dict] | None = None):
     """Print per group the test score's mean and 95% t-interval over seeds (with the validation mean and
     trainable parameters), the learning rate chosen per configuration, and paired comparisons of the
     ``between`` values (methods) on shared seeds within each group of ``within`` (default: ``by`` less
-    ``between``; Holm-corrected); return the summary frame (columns ``by``, ``trainable``,
+    ``between``; Holm-corrected). ``swept``: every run the rates were chosen from (default ``records``,
+    which ``best_lr_only`` may have cut to the chosen rates); return the summary frame (columns ``by``, ``trainable``,
     ``score_mean``, ``score_std``, ``score_ci``, ``seeds``)."""
     from tenpeft.lab.plots import runs_frame, summarize
     from tenpeft.lab.stats import compare
@@ -254,7 +270,7 @@ def print_summary(records: list[dict], by: list[str], within: list[str] | None =
         ci = "one seed" if row.score_ci != row.score_ci else f"{row.score_mean - row.score_ci:.4f}, " \
              f"{row.score_mean + row.score_ci:.4f}"
         print(f"{keys} | {row.trainable:,} | {row.score_mean:.4f} [{ci}] ({row.seeds}) | {row.validation:.4f}")
-    for line in [*choice_lines(records), old_protocol_note(records)]:
+    for line in [*choice_lines(records if swept is None else swept), old_protocol_note(records)]:
         if line:
             print(line)
     try:
@@ -295,13 +311,13 @@ def conclude(records: list[dict], by: list[str], figure, name: str, figures_dir:
     ``figure(records)`` as ``<figures_dir>/<name>_<model>.png`` and ``.pdf``; returns the kept records."""
     from tenpeft.lab.plots import figure_name, save_figure
 
-    records = best_lr_only(records)
+    swept, records = records, best_lr_only(records)
     if not main_process():
         return records
     if not records:
         print("every run diverged (or failed): no summary or figure; try smaller learning rates (--lrs)")
         return []
-    print_summary(records, by, within)
+    print_summary(records, by, within, swept=swept)
     for path in save_figure(figure(records), figures_dir, figure_name(name, records)):
         print(f"wrote {path}")
     return records

@@ -41,7 +41,7 @@ from tenpeft.plugins import import_plugins
 LAUNCHERS = ("local", "slurm", "debug")
 SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus", "slurm_cpus", "slurm_mem_gb", "slurm_parallelism",
                "slurm_set")
-_FAILED: list[tuple[str, str]] = []  # (run_id, log) of the last launch; study.script exits 1 if any
+_FAILED: list[tuple[str, str]] = []  # (run_id, log) of this study's launches; study.script exits 1 if any
 
 
 def add_launch_flags(parser) -> None:
@@ -146,10 +146,11 @@ def launch(specs: list[RunSpec], args) -> list[dict]:
               file=sys.stderr)
         raise SystemExit(130)
     progress.close()
-    _FAILED[:] = [(o["run_id"], o["log"]) for o in outcomes.values() if o["state"] == "failed"]
-    if _FAILED:
-        print(f"{len(_FAILED)} of {len(progress.states)} run(s) failed (left out of the summary); their tracebacks:\n  "
-              + "\n  ".join(log for _, log in _FAILED))
+    failed = [(o["run_id"], o["log"]) for o in outcomes.values() if o["state"] == "failed"]
+    _FAILED.extend(failed)  # forget_failures clears them at the start of a study
+    if failed:
+        print(f"{len(failed)} of {len(progress.states)} run(s) failed (left out of the summary); their tracebacks:\n  "
+              + "\n  ".join(log for _, log in failed))
     records = [read_record(record_path(spec, results)) for spec in specs]
     return [r for r in records if r is not None]
 

@@ -189,8 +189,51 @@ def test_the_rate_is_chosen_per_method_on_mean_validation_loss_and_said():
     records += [record("lorta", 1e-3, s, 0.3) for s in (0, 1)] + [record("lorta", 3e-3, s, 0.6) for s in (0, 1)]
     chosen = {c["method"]: c["chosen"] for c in lr_choices(records)}
     assert chosen == {"lora": 3e-3, "lorta": 1e-3}
-    assert choice_lines(records)[0] == "sst2 lora rank=4: chose lr 0.003 (mean validation loss over seeds: " \
-                                       "0.001: 0.5000, 0.003: 0.4000)"
+    assert choice_lines(records)[0] == "sst2 lora rank=4: chose lr 0.003 (mean validation loss over seed(s) 0,1: " \
+                                       "0.001: 0.5000, 0.003: 0.4000; 2 seed(s) at it)"
+
+
+def test_the_rate_is_chosen_on_the_seeds_every_rate_ran():
+    """Seeds 1-2 ran only at 3e-3 (the second phase): their high losses do not undo the choice made on seed 0."""
+    records = [record("lora", 1e-3, 0, 0.5), record("lora", 3e-3, 0, 0.4)] + [record("lora", 3e-3, s, 0.9) for s in (1, 2)]
+    [choice] = lr_choices(records)
+    assert (choice["chosen"], choice["grid_seeds"], choice["seeds"]) == (3e-3, [0], 3)
+    assert choice["grid"] == {1e-3: 0.5, 3e-3: 0.4}
+
+
+def _specs(lrs, seeds, method="lora"):
+    from tenpeft.lab.loop import TrainConfig
+
+    return [RunSpec("s", "tiny-bert", "sst2", method, {"rank": 2}, seed, TrainConfig(lr=lr), DataConfig(train_size=8),
+                    {"rank": 2, "lr": lr} if len(lrs) > 1 else {"rank": 2}) for lr in lrs for seed in seeds]
+
+
+def test_the_grid_runs_on_the_first_seeds_and_the_others_at_the_rate_chosen():
+    from tenpeft.lab.rates import at_chosen_rates, grid_phases
+
+    swept, fixed = _specs([1e-3, 3e-3, 1e-2], [0, 1, 2]), _specs([3e-3], [0, 1, 2], method="lorta")
+    first, rest = grid_phases(swept + fixed, grid_seeds=1)
+    assert sorted((s.method, s.seed, s.train.lr) for s in first) == sorted(
+        [("lora", 0, lr) for lr in (1e-3, 3e-3, 1e-2)] + [("lorta", s, 3e-3) for s in (0, 1, 2)])
+    assert {(s.seed, s.train.lr) for s in rest} == {(s, lr) for s in (1, 2) for lr in (1e-3, 3e-3, 1e-2)}
+    done = [{"config": s.config(), "best": {"val_loss": {1e-3: 0.6, 3e-3: 0.5, 1e-2: 0.2}[s.train.lr]}, "status": "ok"}
+            for s in first if s.method == "lora"]
+    assert [(s.seed, s.train.lr) for s in at_chosen_rates(rest, done)] == [(1, 1e-2), (2, 1e-2)]
+    assert grid_phases(swept, grid_seeds=0) == (swept, []) and grid_phases(swept, grid_seeds=3) == (swept, [])
+
+
+def test_a_study_trains_the_grid_on_the_grid_seeds_only(glue, tmp_path, capsys):
+    argv = ["--model", "tiny-bert", "--seeds", "0,1,2", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
+            "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress",
+            "--methods", "lora", "--ranks", "2", "--data-dir", str(glue), "--results-dir", str(tmp_path / "r"),
+            "--figures-dir", str(tmp_path / "f")]
+    records = load_study("rank_ablation").main(argv)
+    ran = sorted((r["config"]["seed"], r["config"]["lr"]) for r in map(__import__("json").loads,
+                 (p.read_text() for p in (tmp_path / "r" / "rank_ablation").glob("*.json"))))
+    chosen = records[0]["config"]["lr"]
+    assert ran == sorted([(0, lr) for lr in method_grid("tiny-bert", "lora")] + [(1, chosen), (2, chosen)])
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1, 2]
+    assert "over seed(s) 0:" in capsys.readouterr().out
 
 
 def test_records_from_before_the_three_splits_are_named_in_the_summary():
