@@ -80,3 +80,15 @@ def load_study(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def study_flags(model: str | None = "tiny-bert", *, seeds: str = "0", steps: int = 2, eval_every: int | None = None,
+                batch: int = 4, train: int = 8, validation: int = 4, test: int = 8, max_length: int = 16,
+                one_lr: bool = True) -> list[str]:
+    """A study's flags for a run small enough for a test: a tiny model (None: the test gives one), ``steps``
+    steps evaluated every ``eval_every`` (default: at the end), a few rows per split, no bars, and one rate
+    (``one_lr=False``: the study's own default, a grid in the comparative studies)."""
+    flags = [] if model is None else ["--model", model]
+    return flags + ["--seeds", seeds, "--max-steps", str(steps), "--eval-every", str(eval_every or steps),
+                    "--batch-size", str(batch), "--train-size", str(train), "--validation-size", str(validation),
+                    "--test-size", str(test), "--max-length", str(max_length), "--no-progress"] + ["--one-lr"] * one_lr

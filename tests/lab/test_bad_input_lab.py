@@ -10,12 +10,11 @@ import pytest
 from glue_data import write_glue
 from tenpeft import TenpeftError
 from tenpeft.lab import run as run_module
-from helpers import load_study
+from helpers import load_study, study_flags
 import paths
 
 STUDIES = paths.STUDIES
-FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--methods", "lora"]
+FAST = study_flags() + ["--methods", "lora"]
 RANKS = {"rank_ablation": ["--ranks", "2"]}
 
 
@@ -71,6 +70,7 @@ CASES = {
     "--lrs inf": ([], ["--lrs", "inf"], "--lrs: 'inf': each item must be a finite positive learning rate"),
     "--lrs nan": ([], ["--lrs", "1e-3,nan"], "each item must be a finite positive learning rate"),
     "--lrs 0": ([], ["--lrs", "0"], "each item must be a finite positive learning rate"),
+    "--grid-seeds -1": ([], ["--grid-seeds", "-1"], "--grid-seeds: '-1' is not a whole number >= 0"),
     "--set over --ranks": ([], ["--ranks", "2,4", "--set", "lora.rank=8"], "--set lora.rank=... would override"),
     "--set unknown method": ([], ["--set", "lorra.alpha=16"], "method 'lorra' is not in this study"),
     "--set unknown key": ([], ["--set", "lora.rnak=4"], "rnak"),

@@ -19,7 +19,7 @@ from tenpeft.lab.spec import DataConfig, RunSpec
 from tenpeft.lab.stats import compare, holm, paired_bootstrap, paired_test, t_half_width
 from tenpeft.lab.tasks.splits import SPLIT_SEED, fingerprint, make_splits
 
-from helpers import load_study
+from helpers import load_study, study_flags
 
 
 def rows(n: int, start: int = 0, repeat: int = 0) -> datasets.Dataset:
@@ -146,6 +146,8 @@ def test_compare_tests_every_pair_on_shared_seeds_holm_corrected():
     assert list(table["significant"]) == [True, False, True]
     with pytest.raises(TenpeftError, match="no two configurations share 2 seeds"):
         compare(runs[runs["seed"] == 0], ["task", "method"])
+    with pytest.raises(TenpeftError, match="nothing to compare: each group of \\['task'\\] holds one method value"):
+        compare(runs[runs["method"] == "a"], ["task", "method"])
 
 
 def test_the_front_drops_a_point_only_when_it_is_significantly_dominated():
@@ -223,9 +225,8 @@ def test_the_grid_runs_on_the_first_seeds_and_the_others_at_the_rate_chosen():
 
 
 def test_a_study_trains_the_grid_on_the_grid_seeds_only(glue, tmp_path, capsys):
-    argv = ["--model", "tiny-bert", "--seeds", "0,1,2", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-            "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress",
-            "--methods", "lora", "--ranks", "2", "--data-dir", str(glue), "--results-dir", str(tmp_path / "r"),
+    argv = [*study_flags(seeds="0,1,2", one_lr=False), "--methods", "lora", "--ranks", "2", "--data-dir", str(glue),
+            "--results-dir", str(tmp_path / "r"),
             "--figures-dir", str(tmp_path / "f")]
     records = load_study("rank_ablation").main(argv)
     ran = sorted((r["config"]["seed"], r["config"]["lr"]) for r in map(__import__("json").loads,

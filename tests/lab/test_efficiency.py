@@ -12,10 +12,9 @@ from tenpeft.lab import run as run_module
 from tenpeft.lab.plots.efficiency import efficiency_table
 from tenpeft.lab.run import DataConfig, RunSpec, check_spec, execute
 from tenpeft.lab.loop import TrainConfig
-from helpers import load_study
+from helpers import load_study, study_flags
 
-FAST = ["--seeds", "0", "--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--train-size", "8",
-        "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
+FAST = study_flags(None, steps=3)
 KEYS = ("flops_per_step", "step_s", "peak_memory_bytes", "weights_bytes", "adapter_file_bytes")
 
 

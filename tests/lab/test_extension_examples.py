@@ -13,11 +13,11 @@ import pytest
 
 from tenpeft.state import CONFIG_NAME
 import paths
+from helpers import study_flags
 
 ROOT = paths.ROOT
 EXTENSIONS = ROOT / "examples" / "extensions"
-STUDY = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-         "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
+STUDY = study_flags()
 # module: (method, the study's extra flags, the method's arguments for the save/reload check (None: no
 # adapter), the tiny model family it is checked on)
 EXAMPLES = {

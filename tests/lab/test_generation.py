@@ -12,7 +12,7 @@ from tenpeft.lab.models import load_model, resolve_model
 from tenpeft.lab.tasks.generation import (GENERATION_TASKS, generate_answers, load_generation, normalize_answer,
                                           qa_metrics, qa_scores)
 from tenpeft.lab.runners.trl import tokenizer_for
-from helpers import load_study
+from helpers import load_study, study_flags
 
 SQUAD = {"title": "Broncos", "context": "The Denver Broncos won Super Bowl 50.", "question": " Who won? ",
          "answers": {"text": ["Denver Broncos", "the Broncos"], "answer_start": [0, 4]}}
@@ -80,8 +80,7 @@ def test_answers_are_greedy_and_bounded():
 
 
 def test_the_instruction_study_trains_squad_and_scores_f1(tmp_path):
-    argv = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-            "--train-size", "8", "--validation-size", "4", "--test-size", "3", "--max-length", "96", "--no-progress", "--one-lr", "--ranks", "1",
+    argv = [*study_flags("tiny-llama", eval_every=1, test=3, max_length=96), "--ranks", "1",
             "--methods", "lora", "--tasks", "squad", "--data-dir", str(write_folder(tmp_path / "data", "squad", SQUAD)),
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = load_study("instruction_tuning").main(argv)

@@ -10,11 +10,10 @@ import pytest
 
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
-from helpers import load_study
+from helpers import load_study, study_flags
 
 pytest.importorskip("trl")
-FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "4", "--max-length", "96", "--no-progress", "--one-lr", "--ranks", "1,2"]
+FAST = study_flags("tiny-llama", eval_every=1, test=4, max_length=96) + ["--ranks", "1,2"]
 
 
 def write_rows(path, n: int = 12, row=None):
@@ -147,4 +146,4 @@ def test_a_lower_is_better_score_has_its_own_front_and_table():
                 "config": {"model": "m", "task": "t", "method": "lora", "seed": 0, "method_args": {"rank": rank}},
                 "score": {"metric": "completion_ce", "value": 1.23456, "higher_is_better": False}} for rank in (1, 2)]
     table = load_study("summarize").score_table(records, ["task", "method"])
-    assert "test (lower is better; mean, 95% CI)" in table and "completion_ce 1.235 (1.235-1.235)" in table and "123.5" not in table
+    assert "test (lower is better; mean, 95% CI)" in table and "completion_ce 1.235 [1.235, 1.235]" in table and "123.5" not in table

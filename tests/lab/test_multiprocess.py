@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from glue_data import write_glue
 from tenpeft.state import WEIGHTS_NAME
 import paths
+from helpers import study_flags
 
 TESTS = paths.TESTS
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -48,10 +49,8 @@ def test_two_processes_of_batch_b_equal_one_of_batch_2b(glue, tmp_path, method):
 
 
 def test_a_two_process_study_writes_one_record_per_run_and_one_set_of_figures(glue, tmp_path):
-    argv = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-            "--train-size", "16", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--methods", "lora",
-            "--ranks", "1,2", "--data-dir", str(glue), "--results-dir", str(tmp_path / "res"),
-            "--figures-dir", str(tmp_path / "fig")]
+    argv = [*study_flags(steps=4, eval_every=2, train=16), "--methods", "lora", "--ranks", "1,2", "--data-dir", str(glue),
+            "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     done = subprocess.run([*TORCHRUN, str(paths.STUDIES / "rank_ablation.py"), *argv],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

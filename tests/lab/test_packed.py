@@ -12,6 +12,8 @@ from tenpeft.lab.records import read_record
 from tenpeft.lab.run import DataConfig, RunSpec, execute, record_path
 from tenpeft.lab.study import Variant, base_parser, expand, run_all
 
+from helpers import study_flags
+
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, eval_every=2, max_length=16)
 SAME = ("status", "diverged", "config", "params", "history", "best", "score", "splits", "test", "predictions", "stages")
 
@@ -95,8 +97,7 @@ def test_run_pack_writes_each_record_and_reads_finished_ones_back(glue, accelera
 
 
 def test_study_pack_flag_matches_the_sequential_study(glue, tmp_path):
-    fast = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-            "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--data-dir", str(glue)]
+    fast = study_flags(seeds="0,1") + ["--data-dir", str(glue)]
     variants = [Variant("lora", {"rank": 2}), Variant("lorta", {"rank": 2})]
     records = {}
     for flags in ([], ["--pack", "3"]):

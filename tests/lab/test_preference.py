@@ -11,11 +11,10 @@ from tenpeft import TenpeftError
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
 from tenpeft.lab.tasks.preference import load_preference, split_dialogue
-from helpers import load_study
+from helpers import load_study, study_flags
 
 pytest.importorskip("trl")
-FAST = ["--model", "tiny-llama", "--seeds", "0", "--max-steps", "2", "--eval-every", "1", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "4", "--max-length", "32", "--no-progress", "--one-lr", "--ranks", "1,2"]
+FAST = study_flags("tiny-llama", eval_every=1, test=4, max_length=32) + ["--ranks", "1,2"]
 
 
 def write_pairs(folder, rows: dict[str, int] | None = None, row=None):

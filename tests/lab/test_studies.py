@@ -9,12 +9,11 @@ import pytest
 from glue_data import write_glue
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import REQUIRED, SCHEMA
-from helpers import load_study
+from helpers import load_study, study_flags
 import paths
 
 STUDIES = paths.STUDIES
-FAST = ["--model", "tiny-bert", "--seeds", "0,1", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
+FAST = study_flags(seeds="0,1", steps=4, eval_every=2)
 CASES = {
     "rank_ablation": ["--methods", "lora,lorta,full", "--ranks", "1,2"],
     "shape_search": ["--targets", "2,8"],

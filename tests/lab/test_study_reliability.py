@@ -17,12 +17,11 @@ from tenpeft.atomic import atomic_write_json, sweep_stale
 from tenpeft.lab import run as run_module
 from tenpeft.lab.records import DamagedRecord, SCHEMA, load_records, read_record
 from tenpeft.lab.study import Variant, base_parser, expand, run_all
-from helpers import load_study
+from helpers import load_study, study_flags
 import paths
 
 ROOT = paths.ROOT
-FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
+FAST = study_flags(steps=4, eval_every=2)
 
 
 @pytest.fixture

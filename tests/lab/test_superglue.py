@@ -12,7 +12,7 @@ from tenpeft.lab import run as run_module
 from tenpeft.lab.models import load_tokenizer, resolve_model
 from tenpeft.lab.tasks import (PROMPTS, SUPERGLUE_TASKS, encode_classification, encode_prompt, get_task,
                                label_word_ids, load_task_data)
-from helpers import load_study
+from helpers import load_study, study_flags
 
 ROW = {"boolq": {"passage": "Cats sleep a lot.", "question": "do cats sleep"},
        "cb": {"premise": "It rained.", "hypothesis": "The ground is wet"},
@@ -90,8 +90,7 @@ def test_an_encoder_cannot_read_three_text_columns(tmp_path):
         encode_classification("wsc", None, data.train)
 
 
-FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--validation-size", "4", "--test-size", "6", "--max-length", "64", "--no-progress", "--one-lr"]
+FAST = study_flags(None, test=6, max_length=64)
 
 
 def _study(tmp_path, task: str, model: str):

@@ -15,10 +15,9 @@ from tenpeft.lab.run import RunSpec, check_spec
 from tenpeft.lab.tasks import compute_metrics, get_prompt, get_task, load_task_data
 from tenpeft.lab.tasks.custom import record_task_label, task_ref
 from tenpeft.lab.tasks.data import HELD_OUT
-from helpers import load_study
+from helpers import load_study, study_flags
 
-FAST = ["--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--validation-size", "4", "--test-size", "6", "--max-length", "32", "--no-progress", "--one-lr"]
+FAST = study_flags(None, test=6, max_length=32)
 WORDS = "good bad great awful film plot fine dull".split()
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import paths
+from helpers import study_flags
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.runners import RUNNERS
 from tenpeft.lab.tasks import KINDS, TASKS, chain_kinds, find_kind, task_kind
@@ -70,9 +71,9 @@ def _multilabel_data(folder, validation_extra: str | None = None):
 
 def _study(data, tmp_path) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(paths.ROOT / "studies" / "rank_ablation.py"), "--import", "multilabel_task",
-            "--tasks", f"multilabel:{data}", "--model", "tiny-bert", "--methods", "lora", "--ranks", "2", "--seeds", "0",
-            "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "16", "--validation-size", "4", "--test-size", "8",
-            "--max-length", "16", "--no-progress", "--one-lr", "--results-dir", str(tmp_path / "res"),
+            "--tasks", f"multilabel:{data}", "--methods", "lora", "--ranks", "2",
+            *study_flags(steps=4, eval_every=2, train=16),
+            "--results-dir", str(tmp_path / "res"),
             "--figures-dir", str(tmp_path / "fig")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXTENSIONS), str(paths.ROOT / "tests")])}
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=paths.ROOT)

@@ -15,8 +15,9 @@ from tenpeft.atomic import atomic_write_json
 from tenpeft.lab.records import DamagedRecord, load_records, read_record
 from tenpeft.lab.study import Variant, base_parser, best_lr_only, check_all, expand, parse_sets, run_all
 
-FAST = ["--model", "tiny-bert", "--seeds", "0", "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
-        "--train-size", "8", "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr"]
+from helpers import study_flags
+
+FAST = study_flags()
 
 
 @pytest.fixture

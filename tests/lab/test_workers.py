@@ -14,11 +14,10 @@ import pytest
 from glue_data import write_glue
 from tenpeft.lab import workers
 from tenpeft.lab.claims import try_claim
-from helpers import load_study
+from helpers import load_study, study_flags
 import paths
 
-FAST = ["--model", "tiny-bert", "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--train-size", "8",
-        "--validation-size", "4", "--test-size", "8", "--max-length", "16", "--no-progress", "--one-lr", "--ranks", "1"]
+FAST = study_flags(steps=4, eval_every=2) + ["--ranks", "1"]  # every use gives its own --seeds
 GRID = ["--methods", "lora,lorta", "--seeds", "0,1"]
 SAME = ("run_id", "status", "config", "params", "history", "best", "score", "splits", "test", "predictions", "stages")
 
