@@ -32,10 +32,10 @@ def _cell(value) -> str:
 
 
 def _interval(mean: float, half: float, scale: float, digits: int) -> str:
-    """``mean (low-high)``: the 95% t-interval over seeds; a single seed has none."""
+    """``mean [low, high]``: the 95% t-interval over seeds; a single seed has none."""
     if half != half:
         return f"{scale * mean:.{digits}f} (one seed)"
-    return f"{scale * mean:.{digits}f} ({scale * (mean - half):.{digits}f}-{scale * (mean + half):.{digits}f})"
+    return f"{scale * mean:.{digits}f} [{scale * (mean - half):.{digits}f}, {scale * (mean + half):.{digits}f}]"
 
 
 def _scale(frame: pd.DataFrame) -> tuple[float, str, int]:
@@ -124,15 +124,20 @@ def main(argv=None) -> str:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     parts = []
-    tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"]), ("shape_search", ["task", "axis_shape", "lr"]),
-              ("equal_budget", ["task", "axis_budget", "method", "axis_rank", "lr"]),
-              ("instruction_tuning", ["task", "method", "axis_rank", "lr"]))
-    for study, by in tables:
+    # study: its table's columns, the columns methods are compared within, and an axis whose values are
+    # compared within each method as well (the rank ablation's own question: does the rank matter?)
+    tables = (("rank_ablation", ["task", "method", "axis_rank", "lr"], ["task", "axis_rank"], "axis_rank"),
+              ("shape_search", ["task", "axis_shape", "lr"], ["task", "axis_shape"], None),
+              ("equal_budget", ["task", "axis_budget", "method", "axis_rank", "lr"], ["task", "axis_budget"], None),
+              ("instruction_tuning", ["task", "method", "axis_rank", "lr"], ["task", "axis_rank"], "axis_rank"))
+    for study, by, within, axis in tables:
         records = best_lr_only(load_records(args.results_dir, [study])) if (Path(args.results_dir) / study).is_dir() else []
         if records:
-            within = ["task", "axis_budget"] if study == "equal_budget" else [c for c in by if c not in ("lr", "method")]
             comparisons = comparison_table(records, [*within, "method"])
             parts.append(f"## {study}\n\n{score_table(records, by)}\n\nPaired comparisons (test split):\n\n{comparisons}")
+            if axis:
+                values = comparison_table(records, ["task", "method", axis], between=axis)
+                parts.append(f"Paired comparisons of each method's {axis} values (test split):\n\n{values}")
     for study, table in (("overfitting", overfitting_table), ("forgetting", forgetting_table)):
         records = load_records(args.results_dir, [study]) if (Path(args.results_dir) / study).is_dir() else []
         if records:

@@ -100,15 +100,18 @@ def compare(frame, by: Sequence[str], between: str = "method", test: str = "t"):
     import pandas as pd
 
     keys = [c for c in by if c != between]
-    rows = []
+    rows, pairs = [], 0
     for group, part in (frame.groupby(keys, dropna=False, sort=True) if keys else [((), frame)]):
         group = group if isinstance(group, tuple) else (group,)
         scores = {v: dict(zip(g["seed"], g["score"])) for v, g in part.dropna(subset=["score"]).groupby(between)}
         for a, b in itertools.combinations(sorted(scores, key=str), 2):
+            pairs += 1
             if len(set(scores[a]) & set(scores[b])) >= 2:
                 result = paired_test(scores[a], scores[b], test)
                 rows.append({**dict(zip(keys, group)), "a": a, "b": b, "seeds": result.n, "diff": result.diff,
                              "low": result.low, "high": result.high, "p": result.p})
+    if not pairs:
+        raise TenpeftError(f"nothing to compare: each group of {keys or 'the runs'} holds one {between} value")
     if not rows:
         raise TenpeftError(f"no two configurations share 2 seeds, so no paired test can be made (one seed, or "
                            f"seeds that differ); run every configuration with the same seeds, e.g. --seeds 0,1,2,3,4")

@@ -220,11 +220,11 @@ def test_figures_name_their_model_and_protocol():
 
     assert protocol([rec("minilm", 3e-3, False)]) == "minilm · 1,000 train ex. · 200 steps · batch 16 · lr 3e-03"
     swept = [rec("minilm", 1e-3, True), rec("minilm", 1e-2, True)]
-    assert protocol(swept).endswith("lr best of 1e-03, 0.01 by val. loss")
+    assert protocol(swept).endswith("lr chosen on val. loss: 1e-03, 0.01")
     full = [rec("minilm", lr, True) for lr in (2e-5, 5e-5)]
     for record in full:
         record["config"]["method"] = "full"
-    assert protocol(swept + full).endswith("lr best of 1e-03, 0.01 (full: 2e-05, 5e-05) by val. loss")
+    assert protocol(swept + full).endswith("lr chosen on val. loss: 1e-03, 0.01 (full: 2e-05, 5e-05)")
     assert figure_name("rank_ablation", [rec("minilm", 3e-3, False)]) == "rank_ablation_minilm"
     assert figure_name("rank_ablation", [rec("/models/roberta-base", 3e-3, False)]) == "rank_ablation_roberta-base"
     fig = rank_ablation_figure([rec("minilm", 3e-3, False)])

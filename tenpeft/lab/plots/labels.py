@@ -127,14 +127,15 @@ def _one_or_range(values: list, fmt=str) -> str:
 
 def protocol(records) -> str:
     """One line saying how the plotted runs were trained: model(s), training examples, steps,
-    batch size and learning rate (``best of a, b, c`` when swept, the rule's default otherwise)."""
+    batch size and learning rate (``chosen on val. loss: a, b``, the rates the plotted runs were
+    chosen at, when they come from a sweep; the rate itself otherwise)."""
     models = _values(records, lambda c: Path(str(c["model"])).name)
     sizes = _values(records, lambda c: c["data"]["train_size"] or "all")
     steps = _values(records, lambda c: c["train"]["max_steps"])
     batches = _values(records, lambda c: c["train"]["batch_size"])
     grids = _rate_grids(records)
     rates = sorted(_values(records, lambda c: c["lr"]))
-    rate = f"lr best of {grids} by val. loss" if grids else _with(", ".join(format_value(v) for v in rates), "lr {}")
+    rate = f"lr chosen on val. loss: {grids}" if grids else _with(", ".join(format_value(v) for v in rates), "lr {}")
     parts = [", ".join(models), _with(_one_or_range(sizes, _count), "{} train ex."),
              _with(_one_or_range(steps), "{} steps"), _with(_one_or_range(batches), "batch {}"), rate]
     return " · ".join(p for p in parts if p)
