@@ -6,10 +6,11 @@ method whose closest count is further than ``--tolerance`` times from a budget s
 (printed). Every method trains with the same task head (dense), no norms, the same learning-rate
 sweep and seeds; the figure is score against realised trainable parameters with the Pareto front.
 
-Default (not yet timed under the protocol; the two-seed, one-rate version took about an hour on 2 CPU
-cores): MiniLM, SST-2 with 1,000 training examples drawn by each seed, 200 steps, budgets 1K, 4K, 16K,
-64K, seeds 0-4, the nine tensor methods below, each at its own grid of three rates chosen on validation
-(``--one-lr``: one default rate each); methods are compared per budget with paired tests.
+Default: MiniLM, SST-2 with 1,000 training examples drawn by each seed, 200 steps, budgets 1K, 4K, 16K,
+64K, seeds 0-4, the nine tensor methods below, each method and budget at its own grid of three rates on
+seed 0 and at the rate chosen on its validation loss for seeds 1-4 (``--one-lr``: one default rate each);
+methods are compared per budget with paired tests. Up to 36 configurations x 7 runs; a run took 25-27 s
+on 2 CPU cores (docs/results.md times four methods at two budgets: 49 runs, 23 min).
 
     python studies/equal_budget.py --data-dir ../shared/data/glue
     python studies/equal_budget.py --budgets 2000,20000 --methods lora,lorta,fact_tt --lrs 1e-3,3e-3,1e-2
