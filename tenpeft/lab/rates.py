@@ -86,15 +86,14 @@ def grid_phases(specs: list, grid_seeds: int) -> tuple[list, list]:
     for :func:`at_chosen_rates` to filter once ``first`` has run."""
     keys = [_configuration({"config": spec.config()}) for spec in specs]
     rates: dict[str, set] = {}
-    seeds: dict[str, dict] = {}
+    seeds: dict[str, list] = {}
     for key, spec in zip(keys, specs):
         rates.setdefault(key, set()).add(spec.train.lr)
-        seeds.setdefault(key, {})[spec.seed] = None  # the seeds in order, once each
-    first, rest = [], []
-    for key, spec in zip(keys, specs):
-        later = grid_seeds and len(rates[key]) > 1 and spec.seed not in list(seeds[key])[:grid_seeds]
-        (rest if later else first).append(spec)
-    return first, rest
+        seeds.setdefault(key, []).append(spec.seed)
+    grid = {key: list(dict.fromkeys(s))[:grid_seeds] if grid_seeds and len(rates[key]) > 1 else s
+            for key, s in seeds.items()}
+    first = [spec for key, spec in zip(keys, specs) if spec.seed in grid[key]]
+    return first, [spec for key, spec in zip(keys, specs) if spec.seed not in grid[key]]
 
 
 def at_chosen_rates(rest: list, records: list[dict]) -> list:
