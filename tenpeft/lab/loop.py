@@ -131,14 +131,16 @@ def _batches(loader):
         epoch += 1
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s trainable parameters, by name."""
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _restore(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` (:func:`snapshot`'s) back into ``model``'s parameters."""
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, value in snapshot.items():
+        for name, value in state.items():
             params[name].copy_(value)
 
 
@@ -238,7 +240,7 @@ class RunLoop:
         if entry["val_loss"] is None:
             self.result.diverged = {"step": step, "loss": "validation", "value": str(val_loss)}
         elif self.result.best is None or val_loss < self.result.best["val_loss"]:
-            self.result.best, self.best_state = entry, _snapshot(self.accelerator.unwrap_model(self.model))
+            self.result.best, self.best_state = entry, snapshot(self.accelerator.unwrap_model(self.model))
 
     def step(self) -> None:
         """One optimizer step (and the evaluation due after it); a non-finite loss ends the run."""
@@ -272,7 +274,7 @@ class RunLoop:
         if result.diverged:
             result.best = None
         else:
-            _restore(self.accelerator.unwrap_model(self.model), self.best_state)
+            restore(self.accelerator.unwrap_model(self.model), self.best_state)
         total = self.busy_s + time.perf_counter() - t0
         result.timings = {"total_s": total, "eval_s": self.eval_s, "train_s": total - self.eval_s,
                           "steps_per_s": self.cfg.max_steps / max(total - self.eval_s, 1e-9)}

@@ -43,6 +43,15 @@ def make_record(spec, accelerator, *, params: dict, history: list[dict], best: d
             "provenance": provenance(accelerator)}
 
 
+def make_score(metric: str, best: dict | None, test: dict | None, higher_is_better: bool | None = None) -> dict:
+    """A record's ``score`` for ``metric``: ``value`` from the ``test`` split's metrics, ``validation`` from the
+    ``best`` history entry (the checkpoint chosen on validation); both None after a divergence (``best``
+    None). ``higher_is_better`` is written when given."""
+    score = {"metric": metric, "value": None if best is None or test is None else test[metric],
+             "validation": None if best is None else best["metrics"][metric]}
+    return score if higher_is_better is None else {**score, "higher_is_better": higher_is_better}
+
+
 def write_record(path: str | Path, record: dict) -> Path:
     """Write ``record`` to ``path`` atomically (after checking it), sweeping dead writers' temporaries."""
     check_record(record, str(path))

@@ -21,19 +21,23 @@ DROP = {"passage": "Ann scored 3 goals and Bo 2.", "question": "How many goals i
 
 
 def write_folder(root, task: str, row: dict, n: int = 8):
+    """``root/task/{train,validation}.jsonl`` of ``n`` rows each: ``row`` first in validation, the others
+    with their split and number after the question (the splits must not share a text)."""
     (root / task).mkdir(parents=True, exist_ok=True)
     for split in ("train", "validation"):
-        (root / task / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for _ in range(n)))
+        rows = [row if split == "validation" and i == 0 else {**row, "question": f"{row.get('question')} ({split} {i})"}
+                for i in range(n)]
+        (root / task / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
 
 def test_the_prompts_and_completions_are_mezos(tmp_path):
     # MeZO large_models/templates.py SQuADv2Template / DROPTemplate: encode() and verbalize() minus encode()
-    squad, _ = load_generation("squad", write_folder(tmp_path, "squad", SQUAD))
+    squad = load_generation("squad", write_folder(tmp_path, "squad", SQUAD)).test
     assert squad[0]["prompt"] == ("Title: Broncos\nContext: The Denver Broncos won Super Bowl 50.\nQuestion: Who won?\n"
                                   "Answer:")
     assert squad[0]["completion"] == " Denver Broncos\n" and squad[0]["answers"] == ["Denver Broncos", "the Broncos"]
-    drop, _ = load_generation("drop", write_folder(tmp_path, "drop", DROP))
+    drop = load_generation("drop", write_folder(tmp_path, "drop", DROP)).test
     assert drop[0]["prompt"] == "Passage: Ann scored 3 goals and Bo 2.\nQuestion: How many goals in all?\nAnswer:"
     assert drop[0]["completion"] == " 5\n" and GENERATION_TASKS["drop"].eval_split == "validation"
 
@@ -85,10 +89,13 @@ def test_the_instruction_study_trains_squad_and_scores_f1(tmp_path):
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = load_study("instruction_tuning").main(argv)
     assert record["status"] == "ok" and record["score"]["metric"] == "f1" and record["score"]["higher_is_better"]
-    assert record["splits"]["squad"]["test"]["source"] == "validation" and record["sft"]["generation"]
+    assert record["splits"]["squad"]["test"]["source"].endswith("squad/validation.jsonl") and record["sft"]["generation"]
+    assert record["splits"]["squad"]["validation"]["source"].endswith("(validation rows carved by split seed 1234)")
     for entry in record["history"]:
         metrics = entry["metrics"]
         assert 0 <= metrics["em"] <= metrics["f1"] <= 1 and 0 <= metrics["empty_generations"] <= 3
         assert metrics["completion_ce"] > 0
-    assert record["score"]["value"] == record["best"]["metrics"]["f1"]
+    assert record["score"]["validation"] == record["best"]["metrics"]["f1"]
+    test = record["test"]["metrics"]
+    assert record["score"]["value"] == test["f1"] and 0 <= test["em"] <= test["f1"] <= 1 and test["completion_ce"] > 0
     assert (tmp_path / "fig" / "instruction_tuning_tiny-llama.png").stat().st_size > 1000

@@ -31,7 +31,7 @@ def _argv(tmp_path, rows):
 
 def test_instruction_study_records_a_lower_is_better_score_and_resumes(tmp_path, monkeypatch):
     study = load_study("instruction_tuning")
-    argv = _argv(tmp_path, write_rows(tmp_path / "rows.jsonl"))
+    argv = _argv(tmp_path, write_rows(tmp_path / "rows.jsonl", n=16))
     records = study.main(argv)
     files = sorted((tmp_path / "res" / "instruction_tuning").glob("*.json"))
     assert len(files) == len(records) == 4  # lora and lorta at ranks 1 and 2
@@ -40,11 +40,17 @@ def test_instruction_study_records_a_lower_is_better_score_and_resumes(tmp_path,
         assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED)
         score = record["score"]
         assert score["metric"] == "completion_ce" and score["higher_is_better"] is False
-        assert math.isfinite(score["value"]) and score["value"] > 0
+        assert math.isfinite(score["value"]) and score["value"] > 0 and score["value"] == record["test"]["loss"]
         assert [e["step"] for e in record["history"]] == [1, 2]
-        best = record["best"]["metrics"]
+        best, test = record["best"]["metrics"], record["test"]["metrics"]
+        assert score["validation"] == best["completion_ce"] == min(e["val_loss"] for e in record["history"])
         assert best["perplexity"] == pytest.approx(math.exp(best["completion_ce"])) and best["eval_tokens"] > 0
-        assert record["sft"]["gradient_checkpointing"] is False and record["sft"]["rows"] == {"train": 8, "eval": 4}
+        assert test["perplexity"] == pytest.approx(math.exp(test["completion_ce"])) and test["eval_tokens"] > 0
+        assert record["sft"]["gradient_checkpointing"] is False
+        assert record["sft"]["rows"] == {"train": 8, "validation": 4, "test": 4}
+        splits = record["splits"][record["config"]["task"]]
+        assert {split: entry["size"] for split, entry in splits.items()} == record["sft"]["rows"]
+        assert splits["test"]["source"].endswith("(test rows carved by split seed 1234)")
     assert (tmp_path / "fig" / "instruction_tuning_tiny-llama.png").stat().st_size > 1000
     monkeypatch.setattr(run_module, "execute", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert sorted(r["run_id"] for r in study.main(argv)) == sorted(r["run_id"] for r in records)
@@ -63,16 +69,18 @@ def test_only_the_reply_tokens_are_labelled_and_scored(tmp_path):
     spec = RunSpec("t", "tiny-llama", f"local:{write_rows(tmp_path / 'rows.jsonl')}", "lora", {"rank": 1},
                    train=TrainConfig(max_steps=1, batch_size=2, max_length=96), data=DataConfig(train_size=4, test_size=2))
     tokenizer = tokenizer_for(resolve_model(spec.model))
-    train, held, skipped = kind_rows(spec, task_kind(spec.task), tokenizer)
-    assert (len(train), len(held), skipped) == (4, 2, {"train": 0, "eval": 0})
+    splits, skipped = kind_rows(spec, task_kind(spec.task), tokenizer)
+    train = splits.train
+    assert (len(train), len(splits.test), skipped) == (4, 2, {"train": 0, "validation": 0, "test": 0})
     model, _ = adapted_policy(spec, resolve_model(spec.model))
+    held = {"validation": splits.validation, "test": splits.test}
     trainer = build_trainer(spec, model, tokenizer, train, held, str(tmp_path / "out"), False)
     for raw, done in zip(train, trainer.train_dataset):
         prompt_ids, labels, ids = tokenizer(raw["prompt"])["input_ids"], done["labels"], done["input_ids"]
         prompt = next(i for i, (a, b) in enumerate(zip(prompt_ids + [None], ids)) if a != b)  # where they part
         assert prompt >= len(prompt_ids) - 1  # at most the prompt's own end token ([SEP]) is not in the sequence
         assert labels[:prompt] == [IGNORE] * prompt and labels[prompt:] == ids[prompt:] and len(ids) > prompt
-    batch = next(iter(trainer.get_eval_dataloader()))
+    batch = next(iter(trainer.get_eval_dataloader("test")))
     ce, tokens = completion_ce(model, [batch])
     labels = batch["labels"][:, 1:]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -84,7 +92,7 @@ def test_only_the_reply_tokens_are_labelled_and_scored(tmp_path):
 BAD = {
     "missing columns": (lambda i: {"question": "q", "answer": "a"}, "no column(s) ['instruction', 'output']"),
     "no reply": (lambda i: {"instruction": f"say {i}", "output": ""}, "has no reply (empty completion)"),
-    "every prompt too long": (lambda i: {"instruction": "word " * 120, "output": "ok"}, "every prompt fills --max-length 96"),
+    "every prompt too long": (lambda i: {"instruction": "word " * 120 + str(i), "output": "ok"}, "every prompt fills --max-length 96"),
     "messages without a reply": (lambda i: {"messages": [{"role": "user", "content": "hi"}]},
                                  "does not end in an assistant turn"),
 }
@@ -107,13 +115,13 @@ def test_a_prompt_too_long_skips_that_row_only(tmp_path):
     from tenpeft.lab.tasks.instruction import load_instruction, screen
     from tenpeft.lab.runners.trl import tokenizer_for
 
-    rows = write_rows(tmp_path / "rows.jsonl", row=lambda i: {"instruction": "word " * (80 if i % 3 == 0 else 1),
+    rows = write_rows(tmp_path / "rows.jsonl", row=lambda i: {"instruction": "word " * (80 if i % 3 == 0 else 1) + str(i),
                                                                "output": "ok"})
     tokenizer = tokenizer_for(resolve_model("tiny-llama"))
-    train, _ = load_instruction(f"local:{rows}", None, tokenizer, test_size=1)
+    train = load_instruction(f"local:{rows}", None, tokenizer, test_size=1).train
     long = sum(len(tokenizer(p)["input_ids"]) >= 96 for p in train["prompt"])
     kept, skipped = screen(train, tokenizer, 96, "rows")
-    assert long >= 3 and skipped == long and len(kept) == len(train) - long
+    assert long >= 2 and skipped == long and len(kept) == len(train) - long
     assert all(len(tokenizer(p)["input_ids"]) < 96 for p in kept["prompt"])
 
 
@@ -123,12 +131,15 @@ def test_hh_chosen_trains_the_last_assistant_reply_of_the_chosen_dialogue(tmp_pa
 
     task = tmp_path / "hh_harmless"
     task.mkdir()
-    for split in ("train", "test"):
-        dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather?\n\nAssistant: sunny today"
-        (task / f"{split}.jsonl").write_text(json.dumps({"chosen": dialogue, "rejected": "x"}) + "\n")
-    train, held = load_instruction("hh_chosen", tmp_path, tokenizer=None)
-    assert train[0] == {"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather?\n\nAssistant:",
-                        "completion": " sunny today"} and len(held) == 1
+    for split, places in (("train", ("Paris", "Rome", "Oslo")), ("test", ("Lima",))):
+        dialogues = [f"\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather in {place}?\n\nAssistant: sunny today"
+                     for place in places]
+        (task / f"{split}.jsonl").write_text("".join(json.dumps({"chosen": d, "rejected": "x"}) + "\n" for d in dialogues))
+    splits = load_instruction("hh_chosen", tmp_path, tokenizer=None, validation_size=1)
+    rows = sorted([*splits.train, *splits.validation], key=lambda r: r["prompt"])
+    assert rows[0] == {"prompt": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: weather in Oslo?\n\nAssistant:",
+                       "completion": " sunny today"}
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (2, 1, 1)
     with pytest.raises(TenpeftError, match="pass --data-dir"):
         load_instruction("hh_chosen", None, tokenizer=None)
 

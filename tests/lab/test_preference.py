@@ -18,7 +18,8 @@ FAST = study_flags("tiny-llama", eval_every=1, test=4, max_length=32) + ["--rank
 
 
 def write_pairs(folder, rows: dict[str, int] | None = None, row=None):
-    """``folder/hh_harmless/{train,test}.jsonl`` of made-up Human/Assistant pairs (or ``row(i)``)."""
+    """``folder/hh_harmless/{train,test}.jsonl`` of made-up Human/Assistant pairs (or ``row(i)``), each text
+    led by its split's name."""
     task = folder / "hh_harmless"
     task.mkdir(parents=True, exist_ok=True)
     for split, n in (rows or {"train": 12, "test": 6}).items():
@@ -27,6 +28,7 @@ def write_pairs(folder, rows: dict[str, int] | None = None, row=None):
                 ask = f"\n\nHuman: question {i} about the weather"
                 pair = row(i) if row else {"chosen": f"{ask}\n\nAssistant: a kind helpful answer {i}",
                                            "rejected": f"{ask}\n\nAssistant: go away {i}"}
+                pair = {key: f"[{split}] {text}" for key, text in pair.items()}  # the splits share no text
                 f.write(json.dumps(pair) + "\n")
     return folder
 
@@ -36,10 +38,14 @@ def test_dialogues_split_at_the_last_assistant_turn():
     assert split_dialogue(text, "x") == ("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant:", " sure thing")
 
 
-def test_load_preference_gives_trl_columns_and_subsamples(tmp_path):
-    train, held_out = load_preference("hh_harmless", write_pairs(tmp_path), train_size=5)
-    assert (len(train), len(held_out)) == (5, 6) and sorted(train.column_names) == ["chosen", "prompt", "rejected"]
-    row = held_out[0]
+def test_load_preference_gives_trl_columns_in_three_disjoint_splits(tmp_path):
+    splits = load_preference("hh_harmless", write_pairs(tmp_path), train_size=5, validation_size=2)
+    train, validation, test = splits.train, splits.validation, splits.test
+    assert (len(train), len(validation), len(test)) == (5, 2, 6)
+    assert sorted(train.column_names) == ["chosen", "prompt", "rejected"]
+    assert not set(train["prompt"]) & set(validation["prompt"])  # validation is carved out of train
+    assert splits.sources["validation"].endswith("(validation rows carved by split seed 1234)")
+    row = test[0]
     assert row["prompt"].endswith("\n\nAssistant:") and row["chosen"] == " a kind helpful answer 0"
 
 
@@ -72,12 +78,19 @@ def test_preference_study_writes_records_and_a_figure_and_resumes(tmp_path, monk
     for path in files:
         record = json.loads(path.read_text())
         assert record["schema"] == SCHEMA and all(k in record for k in REQUIRED)
-        assert record["score"]["metric"] == "reward_accuracy" and 0 <= record["score"]["value"] <= 1
+        score, test = record["score"], record["test"]
+        assert score["metric"] == "reward_accuracy" and 0 <= score["value"] <= 1
+        assert score["value"] == test["metrics"]["reward_accuracy"] and test["loss"] == test["metrics"]["dpo_loss"] > 0
+        assert score["validation"] == record["best"]["metrics"]["reward_accuracy"]  # at the chosen checkpoint
         assert [e["step"] for e in record["history"]] == [1, 2]
-        assert record["best"]["val_loss"] == record["best"]["metrics"]["dpo_loss"] > 0
+        assert record["best"]["val_loss"] == min(e["val_loss"] for e in record["history"]) > 0
         assert record["dpo"]["reference"] == "precomputed with the adapter disabled"
-        assert record["dpo"]["rows"] == {"train": 8, "eval": 4} and record["dpo"]["skipped_rows"] == {"train": 0, "eval": 0}
+        assert record["dpo"]["rows"] == {"train": 8, "validation": 4, "test": 4}
+        assert record["dpo"]["skipped_rows"] == {"train": 0, "validation": 0, "test": 0}
+        assert {split: entry["size"] for split, entry in record["splits"]["hh_harmless"].items()} == record["dpo"]["rows"]
+        assert all(len(entry["fingerprint"]) == 16 for entry in record["splits"]["hh_harmless"].values())
         assert 0 < record["timings"]["eval_s"] < record["timings"]["total_s"]
+        assert 0 < record["timings"]["test_s"] < record["timings"]["total_s"]
     by_rank = {(r["config"]["method"], r["config"]["axes"]["rank"]): r["params"]["trainable"] for r in records}
     assert by_rank[("lora", 1)] < by_rank[("lora", 2)] and by_rank[("lorta", 1)] < by_rank[("lorta", 2)]
     for suffix in ("png", "pdf"):
@@ -111,7 +124,7 @@ def _spec(data, max_length: int = 32):
 
     return RunSpec(study="preference", model="tiny-llama", task="hh_harmless", method="lora",
                    train=TrainConfig(max_steps=1, batch_size=2, max_length=max_length),
-                   data=DataConfig(data_dir=str(data), train_size=None, test_size=None))
+                   data=DataConfig(data_dir=str(data), train_size=None, validation_size=4, test_size=None))
 
 
 def _long_every_third(i: int) -> dict:
@@ -125,15 +138,18 @@ def test_pairs_whose_prompt_fills_max_length_are_skipped_and_counted(tmp_path):
 
     write_pairs(tmp_path, row=_long_every_third)
     tokenizer = tokenizer_for(run_module.resolve_model("tiny-llama"))
-    train, held, skipped = kind_rows(_spec(tmp_path), task_kind("hh_harmless"), tokenizer)
-    assert skipped == {"train": 4, "eval": 2} and (len(train), len(held)) == (8, 4)  # rows 0, 3, 6, 9 / 0, 3
-    assert all(len(tokenizer(r["prompt"])["input_ids"]) < 32 for r in (*train, *held))
+    splits, skipped = kind_rows(_spec(tmp_path), task_kind("hh_harmless"), tokenizer)
+    train, validation, test = splits.train, splits.validation, splits.test
+    # validation: train rows 0, 9, 11, 5 (the split seed's draw). The long rows 0, 3, 6, 9 are one text, so 3 and 6
+    # leave train with the validation copies (no validation text is trained on) and 0, 9 are skipped there
+    assert skipped == {"train": 0, "validation": 2, "test": 2} and (len(train), len(validation), len(test)) == (6, 2, 4)
+    assert all(len(tokenizer(r["prompt"])["input_ids"]) < 32 for r in (*train, *validation, *test))
 
 
 @pytest.mark.parametrize("row, message", [
-    (lambda i: {"chosen": "\n\nHuman: " + "word " * 60 + "\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: b"},
+    (lambda i: {"chosen": f"\n\nHuman: {i} " + "word " * 60 + "\n\nAssistant: a", "rejected": "\n\nHuman: x\n\nAssistant: b"},
      "every prompt fills --max-length 32"),
-    (lambda i: {"chosen": "\n\nHuman: hi\n\nAssistant: fine", "rejected": "\n\nHuman: hi\n\nAssistant: "},
+    (lambda i: {"chosen": f"\n\nHuman: hi {i}\n\nAssistant: fine", "rejected": f"\n\nHuman: hi {i}\n\nAssistant: "},
      "row 0 has no reply \\(empty rejected\\)")])
 def test_pairs_that_leave_nothing_to_score_are_refused_before_training(tmp_path, row, message):
     from tenpeft.lab.run import check_spec
@@ -160,11 +176,12 @@ def write_orca(folder, n: int = 24, row=_orca_row):
 
 
 def test_orca_pairs_are_filtered_carved_and_written_in_hh_markers(tmp_path):
-    train, held = load_preference("orca_dpo", write_orca(tmp_path), test_size=4)
-    prompts = [*train["prompt"], *held["prompt"]]
-    assert (len(train), len(held)) == (11, 4) and len(set(prompts)) == 15
+    splits = load_preference("orca_dpo", write_orca(tmp_path), validation_size=2, test_size=4)
+    parts = (splits.train, splits.validation, splits.test)
+    prompts = [p for part in parts for p in part["prompt"]]
+    assert tuple(map(len, parts)) == (9, 2, 4) and len(set(prompts)) == 15
     assert sorted(int(p.split("What is ")[1].split(" ")[0]) for p in prompts) == ORCA_KEPT
-    by_prompt = {r["prompt"]: r for r in (*train, *held)}
+    by_prompt = {r["prompt"]: r for part in parts for r in part}
     assert by_prompt["\n\nHuman: You are helpful.\n\nWhat is 0 + 1?\n\nAssistant:"]["chosen"] == " 1."
     assert by_prompt["\n\nHuman: What is 1 + 1?\n\nAssistant:"]["rejected"] == " No idea."
 
@@ -179,8 +196,9 @@ def test_orca_from_the_hub_reads_its_one_split(monkeypatch):
         return datasets.DatasetDict({"train": datasets.Dataset.from_list([_orca_row(i) for i in range(24)])})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    train, held = load_preference("orca_dpo", None, train_size=5, test_size=3)
-    assert calls == [("argilla/distilabel-intel-orca-dpo-pairs", None)] and (len(train), len(held)) == (5, 3)
+    splits = load_preference("orca_dpo", None, train_size=5, validation_size=2, test_size=3)
+    assert calls == [("argilla/distilabel-intel-orca-dpo-pairs", None)]
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (5, 2, 3)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -191,14 +209,14 @@ def test_bad_orca_data_is_one_clear_error(tmp_path, row, message):
         load_preference("orca_dpo", write_orca(tmp_path, row=row))
 
 
-def test_a_dpo_run_on_orca_records_its_carved_held_out_split(tmp_path):
-    from tenpeft.lab.tasks.data import HELD_OUT
-
+def test_a_dpo_run_on_orca_records_its_carved_test_split(tmp_path):
     argv = [*FAST, "--ranks", "1", "--methods", "lora", "--tasks", "orca_dpo", "--data-dir", str(write_orca(tmp_path)),
             "--results-dir", str(tmp_path / "res"), "--figures-dir", str(tmp_path / "fig")]
     (record,) = _study().main(argv)
-    assert record["status"] == "ok" and record["splits"]["orca_dpo"]["test"]["source"] == HELD_OUT
-    assert record["splits"]["orca_dpo"]["selection"] == "test"  # no validation split yet for trl kinds
+    splits = record["splits"]["orca_dpo"]
+    assert record["status"] == "ok" and splits["test"]["source"].endswith("(test rows carved by split seed 1234)")
+    assert splits["validation"]["source"].endswith("(validation rows carved by split seed 1234)")
+    assert "selection" not in splits  # the checkpoint is chosen on validation, as in every kind
 
 
 @pytest.mark.parametrize("extra, task", [([], "orca_dpo"), (["--tasks", "hh_harmless"], "hh_harmless")])

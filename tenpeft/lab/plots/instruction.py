@@ -1,5 +1,5 @@
 """Instruction tuning against trainable parameters (LoRTA Fig. 2's shape): a panel per task with its
-held-out score (completion cross-entropy, lower is better; a generation task's F1, higher is better)
+test score (completion cross-entropy, lower is better; a generation task's F1, higher is better)
 and the Pareto front in the score's direction."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from tenpeft.lab.plots.labels import protocol
 from tenpeft.lab.plots.records import pareto_front, runs_frame, summarize
 from tenpeft.lab.plots.style import method_styles, metric_label, panel_grid, shared_legend, styled
 
-CE_LABEL = "held-out completion cross-entropy (nats/token)"
+CE_LABEL = "test completion cross-entropy (nats/token)"
 
 
 @styled
 def instruction_figure(records: list[dict]) -> Figure:
-    """Per task, the held-out score at the best step (mean and 95% t-interval over seeds) against trainable parameters
+    """Per task, the test score at the checkpoint chosen on validation (mean and 95% t-interval over seeds) against trainable parameters
     (log x): one line per method over its ranks, the Pareto front dashed."""
     frame = runs_frame(records)
     styles = method_styles(frame["method"])
@@ -36,7 +36,7 @@ def instruction_figure(records: list[dict]) -> Figure:
                 label="Pareto front", zorder=1)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="trainable parameters (log scale)", ylabel=f"held-out {metric_label(frame, task)}" if higher
+        ax.set(xlabel="trainable parameters (log scale)", ylabel=f"test {metric_label(frame, task)}" if higher
                else CE_LABEL, title=f"{task}: {'higher' if higher else 'lower'} is better")
     fig.suptitle(f"Instruction tuning on {', '.join(tasks)} vs trainable parameters\n{protocol(records)}")
     shared_legend(fig, axes, last=("Pareto front",))

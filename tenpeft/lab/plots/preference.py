@@ -8,17 +8,18 @@ from tenpeft.lab.plots.labels import protocol
 from tenpeft.lab.plots.records import runs_frame, summarize
 from tenpeft.lab.plots.style import method_styles, panel_grid, shared_legend, styled
 
-PANELS = (("dpo_loss", "held-out DPO loss (lower is better)"), ("reward_accuracy", "held-out reward accuracy"))
+PANELS = (("dpo_loss", "test DPO loss (lower is better)"), ("reward_accuracy", "test reward accuracy"))
 
 
 @styled
 def preference_figure(records: list[dict]) -> Figure:
-    """Held-out DPO loss and reward accuracy at the best step (mean ± std over seeds) against trainable
-    parameters (log x): one line per method over its ranks, one panel per metric."""
+    """Test DPO loss and reward accuracy at the checkpoint chosen on validation (mean and 95% t-interval over
+    seeds) against trainable parameters (log x): one line per method over its ranks, one panel per metric. A
+    record from before the three splits has no test entry: its best step's metrics are drawn."""
     frame = runs_frame(records)
-    best = {r["run_id"]: r["best"]["metrics"] for r in records}
+    tested = {r["run_id"]: (r.get("test") or r["best"])["metrics"] for r in records}
     for metric, _ in PANELS:
-        frame[metric] = frame["run_id"].map(lambda run: best[run][metric])
+        frame[metric] = frame["run_id"].map(lambda run: tested[run][metric])
     styles = method_styles(frame["method"])
     fig, axes = panel_grid(len(PANELS), ncols=2, size=(5.0, 3.8))
     for ax, (metric, title) in zip(axes, PANELS):
@@ -26,7 +27,7 @@ def preference_figure(records: list[dict]) -> Figure:
             frame.groupby(["method", "label"])["trainable"].median().reset_index(), on=["method", "label"])
         for method, group in points.groupby("method", sort=True):
             group = group.sort_values("trainable")
-            ax.errorbar(group["trainable"], group["mean"], yerr=group["std"], capsize=3, markersize=6,
+            ax.errorbar(group["trainable"], group["mean"], yerr=group["ci"].fillna(0.0), capsize=3, markersize=6,
                         label=method, **styles[method])
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())

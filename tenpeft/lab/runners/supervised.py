@@ -12,7 +12,7 @@ from tenpeft.structure import task_head
 from tenpeft.lab.adapt import apply_method, base_model, count_parameters
 from tenpeft.lab.loop import eval_loader, predict_split, train
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, max_positions, resolve_model
-from tenpeft.lab.records import make_record
+from tenpeft.lab.records import make_record, make_score
 from tenpeft.lab.runners.base import Runner
 from tenpeft.lab.spec import RunSpec, adapt_on_meta, decode_args
 
@@ -76,9 +76,7 @@ def supervised_record(spec: RunSpec, params: dict, stages: list[dict], prepared:
     headline score on test (``score.value``) beside its validation score there (``score.validation``),
     the test predictions, each task's splits, every stage of a chain."""
     last, metric = stages[-1], prepared[-1].task.headline_metric
-    score = {"metric": metric, "value": None, "validation": None}
-    if not diverged:
-        score.update(value=test["metrics"][metric], validation=last["best"]["metrics"][metric])
+    score = make_score(metric, None if diverged else last["best"], test and test["metrics"])
     steps_per_s = spec.train.max_steps * len(stages) / max(timings["train_s"], 1e-9)
     test_s = test["seconds"] if test else 0.0
     extra = {"test": {k: test[k] for k in ("loss", "metrics")}, "predictions": test["predictions"]} if test else {}

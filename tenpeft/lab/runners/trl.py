@@ -1,7 +1,8 @@
 """What the lab's trl runners (DPO in ``dpo.py``, SFT in ``sft.py``) share: the checks before training (a
-decoder, one task, trl installed, the method on the meta device, the kind's rows read and screened), the
-adapted policy, the trl training arguments built from the run's TrainConfig, the reference context and the
-divergence test of the history.
+decoder, one task, trl installed, the method on the meta device, the kind's three splits read and screened),
+the adapted policy, the trl training arguments built from the run's TrainConfig, the reference context, the
+divergence test of the history, the checkpoint kept at the lowest validation loss (``BestCheckpoint``:
+the test split is scored once, there) and the record.
 
 Gradient checkpointing: trl's configs turn it on by default; here it is set explicitly (on with a GPU, where
 memory binds; off on CPU, where it only costs a recomputed forward per step) and written into the record.
@@ -9,6 +10,7 @@ memory binds; off on CPU, where it only costs a recomputed forward per step) and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -19,25 +21,30 @@ import torch
 import tenpeft
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.adapt import apply_method, count_parameters
+from tenpeft.lab.loop import restore, snapshot
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, resolve_model
+from tenpeft.lab.records import make_record
 from tenpeft.lab.runners.base import Runner
 from tenpeft.lab.spec import adapt_on_meta, decode_args
 from tenpeft.lab.tasks.instruction import screen
+from tenpeft.lab.tasks.splits import SPLITS, Splits
 
 
-def screened(spec, tokenizer, train, held, replies: tuple[str, ...]):
-    """``(train, held, skipped)``: both splits without the rows whose prompt fills ``--max-length`` (see
+def screened(spec, tokenizer, splits: Splits, replies: tuple[str, ...]) -> tuple[Splits, dict]:
+    """``(splits, skipped)``: the three splits without the rows whose prompt fills ``--max-length`` (see
     ``tasks.instruction.screen``), and how many of each were skipped, as records keep it."""
-    train, skip_train = screen(train, tokenizer, spec.train.max_length, f"{spec.task} training rows", replies)
-    held, skip_eval = screen(held, tokenizer, spec.train.max_length, f"{spec.task} held-out rows", replies)
-    return train, held, {"train": skip_train, "eval": skip_eval}
+    kept, skipped = {}, {}
+    for name in SPLITS:
+        kept[name], skipped[name] = screen(getattr(splits, name), tokenizer, spec.train.max_length,
+                                           f"{spec.task} {name} rows", replies)
+    return dataclasses.replace(splits, **kept), skipped
 
 
 def note_skipped(spec, skipped: dict) -> None:
     """Say on stderr, once per task and length, how many rows ``screened`` skipped (if any)."""
     if any(skipped.values()):
-        _note(f"note: {spec.task}: skipping {skipped['train']} training and {skipped['eval']} held-out row(s) whose "
-              f"prompt fills --max-length {spec.train.max_length}")
+        counts = ", ".join(f"{skipped[name]} {name}" for name in SPLITS)
+        _note(f"note: {spec.task}: skipping {counts} row(s) whose prompt fills --max-length {spec.train.max_length}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,16 +134,40 @@ def outcome(spec, history: list[dict], val_metric: str, start: float, train_s: f
     return stopped, best, timings
 
 
-def trl_splits(kind, train, held) -> dict:
-    """A trl run's ``splits`` entry: its training and held-out rows. These kinds have no validation split yet:
-    their best step is picked on the held-out rows they report (``selection`` says so)."""
-    return {kind.label: {"train": {"size": len(train)}, "test": {"size": len(held), "source": kind.eval_split},
-                         "selection": "test"}}
+def kind_rows(spec, kind, tokenizer) -> tuple[Splits, dict]:
+    """``(splits, skipped)``: the kind's three splits for run ``spec``, screened (``screened``)."""
+    return screened(spec, tokenizer, kind.rows(spec, tokenizer), kind.replies)
 
 
-def kind_rows(spec, kind, tokenizer):
-    """``(train, eval, skipped)``: the kind's rows for run ``spec``, screened (``screened``)."""
-    return screened(spec, tokenizer, *kind.rows(spec, tokenizer), kind.replies)
+class BestCheckpoint:
+    """The trainable parameters at the lowest validation loss seen so far (the first of equals), kept on the
+    CPU so that the test split is scored once, at the checkpoint chosen on validation."""
+
+    def __init__(self):
+        self.loss, self.state = math.inf, None
+
+    def offer(self, model, loss: float) -> None:
+        """Keep ``model``'s trainable parameters if ``loss`` is the lowest yet (a non-finite loss never is)."""
+        if math.isfinite(loss) and loss < self.loss:
+            self.loss, self.state = loss, snapshot(model)
+
+    def restore(self, model) -> None:
+        """Put the kept parameters back into ``model``."""
+        if self.state is None:
+            raise TenpeftError("no finite validation loss was seen, so there is no checkpoint to score on test")
+        restore(model, self.state)
+
+
+def trl_record(spec, accelerator, kind, splits: Splits, *, best: dict | None, test: dict | None, timings: dict,
+               **fields) -> dict:
+    """The record of a trl run: the lab's ``make_record`` with the kind's score (on test, and on validation at
+    the chosen checkpoint), the ``test`` split's loss and metrics (``{loss, metrics, seconds}``; None after a
+    divergence), its seconds in the timings, and the three splits' sizes, sources and fingerprints."""
+    test_s = test["seconds"] if test else 0.0
+    extra = {"test": {key: test[key] for key in ("loss", "metrics")}} if test else {}
+    return make_record(spec, accelerator, best=best, score=kind.score(best, test and test["metrics"]),
+                       splits={kind.label: splits.describe(kind.columns)}, **extra, **fields,
+                       timings={**timings, "test_s": test_s, "total_s": timings["total_s"] + test_s})
 
 
 class TrlRunner(Runner):
@@ -148,4 +179,4 @@ class TrlRunner(Runner):
     def check(self, spec, kinds: list, config) -> None:
         check_trl_run(spec, config, self.what, self.trainer)
         kinds[0].check(spec, config)
-        note_skipped(spec, kind_rows(spec, kinds[0], tokenizer_for(resolve_model(spec.model)))[2])
+        note_skipped(spec, kind_rows(spec, kinds[0], tokenizer_for(resolve_model(spec.model)))[1])

@@ -11,14 +11,11 @@ import pyarrow as pa
 
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.tasks.specs import TaskSpec, get_task
-from tenpeft.lab.tasks.splits import VALIDATION_SHARE, make_splits
-from tenpeft.lab.tasks.splits import draw as subsample  # noqa: F401  (the trl kinds' name for it)
+from tenpeft.lab.tasks.splits import make_splits
 
 ENV_VAR = "TENPEFT_DATA_DIR"
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 LAYOUT = "DIR/<task>/<split>.jsonl (or .json, .csv, .parquet), like ../shared/data/glue"
-HELD_OUT_SHARE = VALIDATION_SHARE  # the held-out share carved from a train-only source when no --test-size is given
-HELD_OUT = "held out from train by data_seed"  # what a record names such an evaluation split
 
 
 @dataclass
@@ -118,17 +115,6 @@ def _with_int_label(features: datasets.Features, column: str) -> datasets.Featur
     out = datasets.Features({k: v for k, v in features.items() if k != column})
     out["label"] = datasets.Value("int64")
     return out
-
-
-def carve_held_out(rows: datasets.Dataset, train_size, test_size, data_seed: int):
-    """Disjoint ``(train, held_out)`` rows of one split, shuffled by ``data_seed``: ``test_size`` held-out
-    rows (None: a tenth), then ``train_size`` training rows (None: the rest)."""
-    held = test_size or max(1, round(HELD_OUT_SHARE * len(rows)))
-    if held >= len(rows):
-        raise TenpeftError(f"{len(rows)} rows cannot give {held} held-out rows and a training set; lower --test-size")
-    order = np.random.default_rng(data_seed).permutation(len(rows))
-    rest = order[held:] if train_size is None else order[held:held + train_size]
-    return rows.select(rest), rows.select(order[:held])
 
 
 def _check_size(name: str, size) -> None:

@@ -8,7 +8,8 @@ answer after SQuAD's normalization (lower case, no punctuation, no articles, sin
 exact match and token F1 are its best over the gold answers (MeZO's ``metrics.py``). F1 is the headline.
 
 Data: ``<data_dir>/<task>/{train,validation}.jsonl`` with the Hub's columns, else the Hub (``rajpurkar/squad``,
-``ucinlp/drop``).
+``ucinlp/drop``). The official validation split is the test split (its answers are public, the test's are not);
+the lab's validation split, on which the checkpoint is chosen, is carved from train (``splits.make_splits``).
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from typing import Callable, Mapping
 import torch
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import read_split, subsample
-from tenpeft.lab.tasks.instruction import InstructionKind
+from tenpeft.lab.records import make_score
+from tenpeft.lab.tasks.data import read_split
+from tenpeft.lab.tasks.instruction import COLUMNS, InstructionKind
 from tenpeft.lab.tasks.prompts import leading_special_ids
+from tenpeft.lab.tasks.splits import Splits, make_splits
 
 MAX_NEW_TOKENS = 50  # MeZO's --max_new_tokens
 METRICS = ("f1", "em", "completion_ce", "perplexity")  # the headline first; higher is better for f1 and em
@@ -87,14 +90,17 @@ def _as_rows(task: GenerationTask, rows, where: str):
     return rows.map(convert, with_indices=True, remove_columns=rows.column_names)
 
 
-def load_generation(name: str, data_dir, train_size: int | None = None, test_size: int | None = None,
-                    data_seed: int = 0):
-    """``(train, eval)`` of ``prompt``/``completion``/``answers`` rows of task ``name``, each subsampled to its
-    size (None: every row) by ``data_seed``."""
+def load_generation(name: str, data_dir, train_size: int | None = None, validation_size: int | None = None,
+                    test_size: int | None = None, data_seed: int = 0) -> Splits:
+    """The three splits of ``prompt``/``completion``/``answers`` rows of task ``name``: test from its
+    ``eval_split``, validation carved from train (``splits.make_splits``, the given sizes; None: every
+    training or test row, a tenth of train for validation)."""
     task = GENERATION_TASKS[name]
     read = _read(task, None if data_dir is None else str(data_dir))
-    return tuple(_as_rows(task, subsample(rows, size, data_seed), where)
-                 for (rows, where), size in ((read["train"], train_size), (read[task.eval_split], test_size)))
+    (train, where), (test, test_where) = read["train"], read[task.eval_split]
+    return make_splits(_as_rows(task, train, where), _as_rows(task, test, test_where), COLUMNS, task=name,
+                       train_source=where, test_source=test_where, train_size=train_size,
+                       validation_size=validation_size, test_size=test_size, data_seed=data_seed)
 
 
 def normalize_answer(text: str) -> str:
@@ -162,25 +168,21 @@ class GenerationKind(InstructionKind, name="generation"):
     def known(cls) -> list[str]:
         return list(GENERATION_TASKS)
 
-    def rows(self, spec, tokenizer):
-        """``(train, eval)`` rows of ``prompt``/``completion``/``answers`` for run ``spec``."""
-        return load_generation(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.test_size,
-                               spec.data.data_seed)
+    def rows(self, spec, tokenizer) -> Splits:
+        """The three splits of ``prompt``/``completion``/``answers`` rows for run ``spec``."""
+        return load_generation(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.validation_size,
+                               spec.data.test_size, spec.data.data_seed)
 
-    @property
-    def eval_split(self) -> str:
-        return GENERATION_TASKS[self.ref].eval_split
-
-    def scorer(self, spec, tokenizer, held):
-        """``(held without answers, scorer)``: the rows trl reads, and the function that answers their prompts
-        by greedy generation and scores them against the gold answers."""
-        prompts, answers = held["prompt"], held["answers"]
+    def scorer(self, spec, tokenizer, rows):
+        """``(rows without answers, scorer)`` of one held-out split: the rows trl reads, and the function that
+        answers their prompts by greedy generation and scores them against the gold answers."""
+        prompts, answers = rows["prompt"], rows["answers"]
 
         def score(model) -> dict:
             return qa_metrics(generate_answers(model, tokenizer, prompts, spec.train.max_length), answers)
 
-        return held.remove_columns("answers"), score
+        return rows.remove_columns("answers"), score
 
-    def score(self, best: dict | None) -> dict:
-        metric = GENERATION_TASKS[self.ref].headline_metric
-        return {"metric": metric, "value": None if best is None else best["metrics"][metric], "higher_is_better": True}
+    def score(self, best: dict | None, test: dict | None) -> dict:
+        """The record's score: F1 on test (``value``) and on validation at the chosen checkpoint."""
+        return make_score(GENERATION_TASKS[self.ref].headline_metric, best, test, higher_is_better=True)

@@ -3,12 +3,16 @@
 Each task gives trl's ``prompt`` / ``completion`` columns (trl appends the EOS token to the completion):
 
 * ``alpaca_cleaned``: ``yahma/alpaca-cleaned`` from the Hub (instruction, input, output); it has only a
-  train split, so the held-out rows are carved from it by ``data_seed`` (disjoint from the training rows).
+  train split, so its test rows are carved from it by the fixed split seed (``tenpeft.lab.tasks.splits``).
 * ``hh_chosen``: the ``chosen`` dialogues of the local ``hh_harmless`` pairs (``<data_dir>/hh_harmless/
   {train,test}.jsonl``, as ``../shared/data/preference`` holds them); the prompt is the dialogue up to and
   including its last ``"\\n\\nAssistant:"``, the completion the last assistant reply.
 * ``local:PATH``: a JSON / JSONL file of ``instruction`` / ``input`` (optional) / ``output`` rows, or of chat
-  ``messages`` ending in an assistant turn; held-out rows carved as for ``alpaca_cleaned``.
+  ``messages`` ending in an assistant turn; test rows carved as for ``alpaca_cleaned``.
+
+Every task gives the lab's three disjoint splits (``splits.make_splits`` on the prompt and completion texts):
+train, validation carved from train (the checkpoint is chosen on it) and test (reported once, at that
+checkpoint).
 
 Instruction rows are rendered with the tokenizer's chat template when it has one, else the Alpaca template.
 :func:`screen` tokenizes every row before training: a row whose prompt alone fills ``max_length`` (it would
@@ -21,21 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_data_file, read_split, subsample
+from tenpeft.lab.records import make_score
+from tenpeft.lab.tasks.data import read_data_file, read_split
 from tenpeft.lab.tasks.encode import map_fingerprint
 from tenpeft.lab.tasks.kinds import TaskKind
 from tenpeft.lab.tasks.preference import split_dialogue
+from tenpeft.lab.tasks.splits import Splits, make_splits
 
 LOCAL = "local:"
 ALPACA = ("Below is an instruction that describes a task{context}. Write a response that appropriately completes "
           "the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n")
 METRICS = ("completion_ce", "perplexity")  # the headline first; lower is better for both
+COLUMNS = ("prompt", "completion")  # the texts that identify a row (fingerprints, disjoint splits)
 
 
 @dataclass(frozen=True)
 class InstructionTask:
-    """An instruction dataset: where it is (``hub`` id, or a local preference ``folder`` task), its splits
-    (``eval_split`` None: held-out rows carved from the train split)."""
+    """An instruction dataset: where it is (``hub`` id, or a local preference ``folder`` task), its labelled
+    held-out split (``eval_split``; None: test rows carved from the train split)."""
 
     name: str
     hub: str | None = None
@@ -127,21 +134,21 @@ def _read_task_file(file):
     return out
 
 
-def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None, test_size: int | None = None,
-                     data_seed: int = 0, file=None):
-    """``(train, eval)`` datasets of ``prompt``/``completion`` for task ``name`` (an ``lm`` task file: its
-    ``file``), subsampled to their sizes (None: every row; a train-only source: the held-out rows carved
-    from it) by ``data_seed``."""
+def load_instruction(name: str, data_dir, tokenizer, train_size: int | None = None,
+                     validation_size: int | None = None, test_size: int | None = None, data_seed: int = 0,
+                     file=None) -> Splits:
+    """The three splits of ``prompt``/``completion`` rows of task ``name`` (an ``lm`` task file: its ``file``):
+    ``splits.make_splits`` with the given sizes (None: every training or test row, a tenth of train for
+    validation; a train-only source: a tenth of train carved as test)."""
     if file is None and name not in INSTRUCTION_TASKS and not name.startswith(LOCAL):
         raise TenpeftError(f"unknown instruction task {name!r}; known: {', '.join(INSTRUCTION_TASKS)} or local:PATH")
     read = _read_task_file(file) if file is not None else _read(name, None if data_dir is None else os.fspath(data_dir))
     dialogue = name == "hh_chosen"
     (train, where), held = read["train"], read.get("eval")
-    if held is None:
-        train, evaluation, eval_where = *carve_held_out(train, train_size, test_size, data_seed), where
-    else:
-        train, (evaluation, eval_where) = subsample(train, train_size, data_seed), (subsample(held[0], test_size, data_seed), held[1])
-    return _pairs(train, where, tokenizer, dialogue), _pairs(evaluation, eval_where, tokenizer, dialogue)
+    test, test_where = (None, None) if held is None else (_pairs(held[0], held[1], tokenizer, dialogue), held[1])
+    return make_splits(_pairs(train, where, tokenizer, dialogue), test, COLUMNS, task=name, train_source=where,
+                       test_source=test_where, train_size=train_size, validation_size=validation_size,
+                       test_size=test_size, data_seed=data_seed)
 
 
 def screen(rows, tokenizer, max_length: int, where: str, replies: tuple[str, ...] = ("completion",)):
@@ -168,6 +175,7 @@ class InstructionKind(TaskKind, name="instruction"):
 
     objective = "sft"
     replies = ("completion",)
+    columns = COLUMNS
 
     def __init__(self, ref: str, *, task=None, **kwargs):
         super().__init__(ref, **kwargs)
@@ -184,22 +192,18 @@ class InstructionKind(TaskKind, name="instruction"):
     def check(self, spec, config) -> None:
         """Nothing beyond the rows the runner reads and screens."""
 
-    def rows(self, spec, tokenizer):
-        """``(train, eval)`` rows of ``prompt``/``completion`` for run ``spec``."""
-        return load_instruction(self.ref, spec.data.data_dir, tokenizer, spec.data.train_size, spec.data.test_size,
-                                spec.data.data_seed, file=self.file)
+    def rows(self, spec, tokenizer) -> Splits:
+        """The three splits of ``prompt``/``completion`` rows for run ``spec``."""
+        return load_instruction(self.ref, spec.data.data_dir, tokenizer, spec.data.train_size,
+                                spec.data.validation_size, spec.data.test_size, spec.data.data_seed, file=self.file)
 
-    @property
-    def eval_split(self) -> str:
-        """What a record names the held-out split."""
-        task = INSTRUCTION_TASKS.get(self.ref)
-        return task.eval_split if task and task.eval_split else HELD_OUT
+    def scorer(self, spec, tokenizer, rows):
+        """``(rows trl reads, scorer or None)`` of one held-out split: no score beyond the completion
+        cross-entropy."""
+        return rows, None
 
-    def scorer(self, spec, tokenizer, held):
-        """``(held rows trl reads, scorer or None)``: no score beyond the completion cross-entropy."""
-        return held, None
+    def score(self, best: dict | None, test: dict | None) -> dict:
+        """The record's score: the completion cross-entropy on test (``value``) and on validation at the chosen
+        checkpoint (``validation``); lower is better."""
+        return make_score(METRICS[0], best, test, higher_is_better=False)
 
-    def score(self, best: dict | None) -> dict:
-        """The record's score: the held-out completion cross-entropy (lower is better)."""
-        return {"metric": METRICS[0], "value": None if best is None else best["metrics"][METRICS[0]],
-                "higher_is_better": False}

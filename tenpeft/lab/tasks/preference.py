@@ -7,9 +7,12 @@ reply, which gives trl's ``prompt`` / ``chosen`` / ``rejected`` columns.
 
 ``orca_dpo`` is the LoRTA paper's DPO data, ``argilla/distilabel-intel-orca-dpo-pairs`` (one ``train`` split
 of ``system``/``input``/``chosen``/``rejected`` strings), filtered as its dataset card recommends (no ties,
-``chosen_score >= 8``, no GSM8K train questions); its held-out pairs are carved from train by the data seed,
-and each pair is written in HH's markers, ``"\n\nHuman: {system}\n\n{input}\n\nAssistant:"`` then
+``chosen_score >= 8``, no GSM8K train questions); its test pairs are carved from train by the fixed split
+seed, and each pair is written in HH's markers, ``"\n\nHuman: {system}\n\n{input}\n\nAssistant:"`` then
 ``" {reply}"`` (the paper does not publish its formatting).
+
+Every task gives the lab's three disjoint splits (``splits.make_splits`` on the prompt, chosen and rejected
+texts): train, validation carved from train (the checkpoint is chosen on it) and test (reported once).
 """
 from __future__ import annotations
 
@@ -19,17 +22,20 @@ from pathlib import Path
 from typing import Callable
 
 from tenpeft.errors import TenpeftError
-from tenpeft.lab.tasks.data import HELD_OUT, carve_held_out, read_split, subsample
+from tenpeft.lab.records import make_score
+from tenpeft.lab.tasks.data import read_split
 from tenpeft.lab.tasks.kinds import TaskKind
+from tenpeft.lab.tasks.splits import Splits, make_splits
 
 ASSISTANT = "\n\nAssistant:"
 METRICS = ("reward_accuracy", "dpo_loss", "reward_margin")  # the headline first
+COLUMNS = ("prompt", "chosen", "rejected")  # the texts that identify a pair (fingerprints, disjoint splits)
 
 
 @dataclass(frozen=True)
 class PreferenceTask:
     """A preference dataset: its name, where the Hub keeps it (``hub``, ``hub_dir``), its splits (``eval_split``
-    None: held-out pairs carved from train), the columns a row must have, how a row becomes trl's
+    None: test pairs carved from train), the columns a row must have, how a row becomes trl's
     ``prompt``/``chosen``/``rejected`` (``pair(row, where)``) and which rows are kept (``keep(row)``)."""
 
     name: str
@@ -41,11 +47,6 @@ class PreferenceTask:
     pair: Callable[[dict, str], dict] | None = None
     keep: Callable[[dict], bool] | None = None
     headline_metric: str = METRICS[0]
-
-    @property
-    def eval_name(self) -> str:
-        """What a record names the evaluation split."""
-        return self.eval_split or HELD_OUT
 
 
 def _dialogue_pair(row: dict, where: str) -> dict:
@@ -122,23 +123,22 @@ def _kept(task: PreferenceTask, rows, where: str):
 
 
 def load_preference(name: str, data_dir: str | os.PathLike | None, train_size: int | None = None,
-                    test_size: int | None = None, data_seed: int = 0):
-    """``(train, eval)`` datasets of ``prompt``/``chosen``/``rejected`` for task ``name``, each subsampled
-    to its size (None: every row) by a shuffle with ``data_seed``; a task without an evaluation split has
-    its held-out pairs carved from train (``carve_held_out``: ``test_size``, else a tenth)."""
+                    validation_size: int | None = None, test_size: int | None = None, data_seed: int = 0) -> Splits:
+    """The three splits of ``prompt``/``chosen``/``rejected`` pairs of task ``name`` (``splits.make_splits``
+    with the given sizes; None: every training or test pair, a tenth of train for validation; a task without
+    an evaluation split: a tenth of train carved as test)."""
     if name not in PREFERENCE_TASKS:
         raise TenpeftError(f"unknown preference task {name!r}; known: {', '.join(PREFERENCE_TASKS)}")
     task = PREFERENCE_TASKS[name]
     read = _read(task, None if data_dir is None else os.fspath(data_dir))
     rows, where = read[task.train_split]
-    rows = _kept(task, rows, where)
-    if task.eval_split is None:
-        parts = zip(carve_held_out(rows, train_size, test_size, data_seed), (where, f"{where} (held out)"))
-    else:
-        held, held_where = read[task.eval_split]
-        parts = ((subsample(rows, train_size, data_seed), where),
-                 (subsample(_kept(task, held, held_where), test_size, data_seed), held_where))
-    return tuple(_as_pairs(task, part, part_where) for part, part_where in parts)
+    test, test_where = None, None
+    if task.eval_split is not None:
+        held, test_where = read[task.eval_split]
+        test = _as_pairs(task, _kept(task, held, test_where), test_where)
+    return make_splits(_as_pairs(task, _kept(task, rows, where), where), test, COLUMNS, task=name,
+                       train_source=where, test_source=test_where, train_size=train_size,
+                       validation_size=validation_size, test_size=test_size, data_seed=data_seed)
 
 
 class PreferenceKind(TaskKind, name="preference"):
@@ -147,6 +147,7 @@ class PreferenceKind(TaskKind, name="preference"):
 
     objective = "dpo"
     replies = ("chosen", "rejected")
+    columns = COLUMNS
 
     @classmethod
     def owns(cls, ref: str) -> bool:
@@ -159,11 +160,11 @@ class PreferenceKind(TaskKind, name="preference"):
     def check(self, spec, config) -> None:
         """Nothing beyond the pairs the runner reads and screens."""
 
-    def rows(self, spec, tokenizer):
-        """``(train, eval)`` pairs of ``prompt``/``chosen``/``rejected`` for run ``spec``."""
-        return load_preference(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.test_size,
-                               spec.data.data_seed)
+    def rows(self, spec, tokenizer) -> Splits:
+        """The three splits of ``prompt``/``chosen``/``rejected`` pairs for run ``spec``."""
+        return load_preference(self.ref, spec.data.data_dir, spec.data.train_size, spec.data.validation_size,
+                               spec.data.test_size, spec.data.data_seed)
 
-    @property
-    def eval_split(self) -> str:
-        return PREFERENCE_TASKS[self.ref].eval_name
+    def score(self, best: dict | None, test: dict | None) -> dict:
+        """The record's score: reward accuracy on test (``value``) and on validation at the chosen checkpoint."""
+        return make_score(PREFERENCE_TASKS[self.ref].headline_metric, best, test)

@@ -68,6 +68,9 @@ def carve(rows: datasets.Dataset, size: int | None, columns, what: str) -> tuple
     carved = rows.select(order[:count])
     taken, keys = set(text_keys(carved, columns)), text_keys(rows, columns)
     rest = [int(i) for i in order[count:] if keys[i] not in taken]
+    if not rest:
+        raise TenpeftError(f"the {len(rows) - count} rows of train outside its {count} {what} rows all repeat their "
+                           f"texts, so none is left to train on; give the train split distinct rows")
     return rows.select(sorted(rest)), carved
 
 
