@@ -131,17 +131,37 @@ def _batches(loader):
         epoch += 1
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of ``model``'s trainable parameters, by name."""
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` (:func:`snapshot`'s) back into ``model``'s parameters."""
+def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+class BestCheckpoint:
+    """The trainable parameters at the lowest validation loss seen so far (the first of equals), kept on the
+    CPU: the lab's loop restores them at the end, the trl runners before they score the test split once."""
+
+    def __init__(self):
+        self.loss, self.state = math.inf, None
+
+    def offer(self, model, loss: float) -> bool:
+        """Keep ``model``'s trainable parameters if ``loss`` is the lowest yet (a non-finite loss never is);
+        whether it was."""
+        kept = math.isfinite(loss) and loss < self.loss
+        if kept:
+            self.loss, self.state = loss, _snapshot(model)
+        return kept
+
+    def restore(self, model) -> None:
+        """Put the kept parameters back into ``model``."""
+        if self.state is None:
+            raise TenpeftError("no finite validation loss was seen, so there is no checkpoint to score on test")
+        _restore(model, self.state)
 
 
 def make_loaders(train_set, validation_set, collate, cfg: TrainConfig, seed: int, processes: int = 1):
@@ -215,7 +235,7 @@ class RunLoop:
         # (its rule for a batch that grows with the processes), so under N processes it ran N times as fast.
         self.model, self.optimizer, train_loader, self.validation_loader = accelerator.prepare(
             model, optimizer, train_loader, validation_loader)
-        self.result, self.best_state, self.steps, self.losses = TrainResult(), None, 0, []
+        self.result, self.checkpoint, self.steps, self.losses = TrainResult(), BestCheckpoint(), 0, []
         self.busy_s, self.eval_s = 0.0, 0.0
         self.bar = tqdm(total=cfg.max_steps, desc="train", disable=not (progress and accelerator.is_main_process))
         self.model.train()
@@ -239,8 +259,8 @@ class RunLoop:
         self.result.history.append(entry)
         if entry["val_loss"] is None:
             self.result.diverged = {"step": step, "loss": "validation", "value": str(val_loss)}
-        elif self.result.best is None or val_loss < self.result.best["val_loss"]:
-            self.result.best, self.best_state = entry, snapshot(self.accelerator.unwrap_model(self.model))
+        elif self.checkpoint.offer(self.accelerator.unwrap_model(self.model), val_loss):
+            self.result.best = entry
 
     def step(self) -> None:
         """One optimizer step (and the evaluation due after it); a non-finite loss ends the run."""
@@ -274,7 +294,7 @@ class RunLoop:
         if result.diverged:
             result.best = None
         else:
-            restore(self.accelerator.unwrap_model(self.model), self.best_state)
+            self.checkpoint.restore(self.accelerator.unwrap_model(self.model))
         total = self.busy_s + time.perf_counter() - t0
         result.timings = {"total_s": total, "eval_s": self.eval_s, "train_s": total - self.eval_s,
                           "steps_per_s": self.cfg.max_steps / max(total - self.eval_s, 1e-9)}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tenpeft import TenpeftError
-from tenpeft.lab.runners.trl import BestCheckpoint
+from tenpeft.lab.loop import BestCheckpoint
 from tenpeft.lab.tasks.instruction import load_instruction
 from tenpeft.lab.tasks.preference import load_preference
 from helpers import load_study, study_flags

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import time
 
+from tenpeft.lab.loop import BestCheckpoint
 from tenpeft.lab.models import resolve_model
-from tenpeft.lab.runners.trl import (BestCheckpoint, TrlRunner, adapted_policy, gradient_checkpointing, kind_rows,
+from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows,
                                      outcome, reference_context, tokenizer_for, trl_arguments, trl_record)
 from tenpeft.lab.tasks.preference import METRICS
 from tenpeft.lab.tasks.splits import SPLITS
@@ -29,10 +30,10 @@ def _dpo_config(spec, output_dir: str, progress: bool):
                          eval_steps=spec.train.eval_every, precompute_ref_log_probs=True, beta=BETA)
 
 
-def _metrics(log: dict, prefix: str) -> dict:
-    """The DPO loss, reward accuracy and margin of one trl evaluation logged under ``prefix``."""
-    return {"dpo_loss": log[f"{prefix}_loss"], "reward_accuracy": log.get(f"{prefix}_rewards/accuracies"),
-            "reward_margin": log.get(f"{prefix}_rewards/margins")}
+def _metrics(log: dict) -> dict:
+    """The DPO loss, reward accuracy and margin of one trl evaluation (logged as ``eval_*``)."""
+    return {"dpo_loss": log["eval_loss"], "reward_accuracy": log.get("eval_rewards/accuracies"),
+            "reward_margin": log.get("eval_rewards/margins")}
 
 
 def _keeper(trainer, best: BestCheckpoint):
@@ -46,16 +47,16 @@ def _keeper(trainer, best: BestCheckpoint):
     return Keep()
 
 
-def score_test(trainer, held: dict, best: BestCheckpoint, keeper) -> dict:
-    """The test split (``held["test"]``, its reference log-probs precomputed) at the checkpoint chosen on
+def score_test(trainer, test, best: BestCheckpoint, keeper) -> dict:
+    """The ``test`` rows (their reference log-probs precomputed) at the checkpoint chosen on
     validation: ``{loss, metrics, seconds}``. trl logs its reward metrics as ``eval_*`` whatever the
     evaluation's prefix, so test is evaluated under that prefix, after the validation history is read and
     with the ``keeper`` callback removed."""
     trainer.remove_callback(keeper)
     best.restore(trainer.model)
-    trainer.eval_dataset = held["test"]
+    trainer.eval_dataset = test
     log = trainer.evaluate()
-    return {"loss": log["eval_loss"], "metrics": _metrics(log, "eval"), "seconds": log["eval_runtime"]}
+    return {"loss": log["eval_loss"], "metrics": _metrics(log), "seconds": log["eval_runtime"]}
 
 
 def _history(log: list[dict]) -> list[dict]:
@@ -67,7 +68,7 @@ def _history(log: list[dict]) -> list[dict]:
         if "eval_loss" in entry:
             val = entry["eval_loss"]
             out.append({"step": entry["step"], "train_loss": train_loss,
-                        "val_loss": val if math.isfinite(val) else None, "metrics": _metrics(entry, "eval")})
+                        "val_loss": val if math.isfinite(val) else None, "metrics": _metrics(entry)})
     return out
 
 
@@ -103,7 +104,7 @@ class DPORunner(TrlRunner, objective="dpo"):
             history = _history(trainer.state.log_history)
             eval_s = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)  # within train_s
             stopped, best, timings = outcome(spec, history, "dpo_loss", start, train_s, eval_s)
-            tested = None if best is None else score_test(trainer, held, best_checkpoint, keeper)
+            tested = None if best is None else score_test(trainer, held["test"], best_checkpoint, keeper)
         dpo = {"beta": BETA, "reference": "precomputed with the adapter disabled", "metrics": list(METRICS),
                "gradient_checkpointing": gradient_checkpointing(),
                "rows": {name: len(getattr(splits, name)) for name in SPLITS}, "skipped_rows": skipped}

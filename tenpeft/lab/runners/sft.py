@@ -20,8 +20,9 @@ import time
 
 import torch
 
+from tenpeft.lab.loop import BestCheckpoint
 from tenpeft.lab.models import resolve_model
-from tenpeft.lab.runners.trl import (BestCheckpoint, TrlRunner, adapted_policy, gradient_checkpointing, kind_rows,
+from tenpeft.lab.runners.trl import (TrlRunner, adapted_policy, gradient_checkpointing, kind_rows,
                                      outcome, tokenizer_for, trl_arguments, trl_record)
 from tenpeft.lab.tasks.instruction import METRICS
 from tenpeft.lab.tasks.splits import SPLITS

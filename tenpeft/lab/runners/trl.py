@@ -1,8 +1,8 @@
 """What the lab's trl runners (DPO in ``dpo.py``, SFT in ``sft.py``) share: the checks before training (a
 decoder, one task, trl installed, the method on the meta device, the kind's three splits read and screened),
 the adapted policy, the trl training arguments built from the run's TrainConfig, the reference context, the
-divergence test of the history, the checkpoint kept at the lowest validation loss (``BestCheckpoint``:
-the test split is scored once, there) and the record.
+divergence test of the history and the record (the runners keep the checkpoint of the lowest validation
+loss with ``loop.BestCheckpoint`` and score the test split once, there).
 
 Gradient checkpointing: trl's configs turn it on by default; here it is set explicitly (on with a GPU, where
 memory binds; off on CPU, where it only costs a recomputed forward per step) and written into the record.
@@ -21,7 +21,6 @@ import torch
 import tenpeft
 from tenpeft.errors import TenpeftError
 from tenpeft.lab.adapt import apply_method, count_parameters
-from tenpeft.lab.loop import restore, snapshot
 from tenpeft.lab.models import is_decoder, load_config, load_model, load_tokenizer, resolve_model
 from tenpeft.lab.records import make_record
 from tenpeft.lab.runners.base import Runner
@@ -137,25 +136,6 @@ def outcome(spec, history: list[dict], val_metric: str, start: float, train_s: f
 def kind_rows(spec, kind, tokenizer) -> tuple[Splits, dict]:
     """``(splits, skipped)``: the kind's three splits for run ``spec``, screened (``screened``)."""
     return screened(spec, tokenizer, kind.rows(spec, tokenizer), kind.replies)
-
-
-class BestCheckpoint:
-    """The trainable parameters at the lowest validation loss seen so far (the first of equals), kept on the
-    CPU so that the test split is scored once, at the checkpoint chosen on validation."""
-
-    def __init__(self):
-        self.loss, self.state = math.inf, None
-
-    def offer(self, model, loss: float) -> None:
-        """Keep ``model``'s trainable parameters if ``loss`` is the lowest yet (a non-finite loss never is)."""
-        if math.isfinite(loss) and loss < self.loss:
-            self.loss, self.state = loss, snapshot(model)
-
-    def restore(self, model) -> None:
-        """Put the kept parameters back into ``model``."""
-        if self.state is None:
-            raise TenpeftError("no finite validation loss was seen, so there is no checkpoint to score on test")
-        restore(model, self.state)
 
 
 def trl_record(spec, accelerator, kind, splits: Splits, *, best: dict | None, test: dict | None, timings: dict,
