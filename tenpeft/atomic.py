@@ -50,10 +50,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` (UTF-8) at ``path``, atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def atomic_write_json(path: str | os.PathLike, data, indent: int = 1) -> Path:
     """``data`` as strict JSON (no NaN/inf) at ``path``, atomically."""
-    text = json.dumps(data, indent=indent, allow_nan=False, default=str) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False, default=str) + "\n")
 
 
 def pid_alive(pid: int) -> bool:

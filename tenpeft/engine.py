@@ -13,7 +13,7 @@ from .errors import TenpeftError
 from .heads import add_head_and_norms
 from .methods import BuildContext, MethodConfig, Plan, get_method
 from .placements import ParallelUpdate
-from .model_methods import attach_model_methods
+from .model_methods import attach_model_methods, check_checkpointing
 from .state import TenpeftState
 from .structure import discover, norm_modules, task_head
 from .targets import select_targets
@@ -44,9 +44,10 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     add_head_and_norms(ctx, plan, expected, trains_norms=spec.trains_norms)
     _check_shared_fits(model, plan, method)
     _check_shared_declared(plan, method)
+    check_checkpointing(model, plan, method)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
-    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
+    model.tenpeft_state = TenpeftState(method, ctx.config, structure, targets, components, stored, expected, head,
                                        flags, _originals(model, components))
     attach_model_methods(model)
     return model
@@ -129,18 +130,29 @@ def _apply(model: nn.Module, plan: Plan) -> tuple[dict[str, str], list[str]]:
         for name, new in plan.replacements.items():
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name)
-            swapped.append((parent, attr, getattr(parent, attr)))
+            swapped.append((parent, attr, getattr(parent, attr), new))
             setattr(parent, attr, new)
         if plan.shared or not isinstance(model, nn.Sequential):
             model.add_module("tenpeft_shared", nn.ModuleDict(plan.shared))
     except BaseException:
-        for parent, attr, old in reversed(swapped):
+        for parent, attr, old, _ in reversed(swapped):
             setattr(parent, attr, old)
         if "tenpeft_shared" in model._modules:
             del model._modules["tenpeft_shared"]
         for name, p in params.items():
             p.requires_grad_(flags[name])
         raise
+    _match_mode(model, [new for *_, new in swapped] + [model._modules.get("tenpeft_shared", nn.Module())], [old for _, _, old, _ in swapped])
     after = dict(model.named_parameters())
     components = {n: by_id[id(p)] for n, p in after.items() if id(p) in by_id}
     return components, [n for n, p in after.items() if id(p) in stored_ids]
+
+
+def _match_mode(model: nn.Module, added: list[nn.Module], replaced: list[nn.Module]) -> None:
+    """Put every new adapter submodule in the model's mode (train or eval), as PEFT does; the base modules
+    inside a wrapper keep theirs."""
+    base = {id(sub) for module in replaced for sub in module.modules()}
+    for module in added:
+        for sub in module.modules():
+            if id(sub) not in base:
+                sub.training = model.training

@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write_text
 from .state import state_of
 from .errors import TenpeftError
 from .lifecycle import merge, unload
@@ -20,11 +23,13 @@ from .placements import ParallelUpdate, SerialAdapter
 
 @dataclass
 class LoraExport:
-    """What ``to_lora`` wrote: ``errors[name] = ||ΔW - B A||_F / ||ΔW||_F`` per target module."""
+    """What ``to_lora`` wrote: ``errors[name] = ||ΔW - B A||_F / ||ΔW||_F`` per target module, and
+    ``exact_rank``: the largest numerical rank of any update (the rank at which the export is exact)."""
 
     directory: str
     rank: int
     errors: dict[str, float] = field(default_factory=dict)
+    exact_rank: int = 0
 
     @property
     def max_error(self) -> float:
@@ -45,9 +50,13 @@ def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
     return b.float(), a.float(), error
 
 
+WARN_ERROR = 1e-3  # a relative error above this is a lossy export, and to_lora warns
+
+
 def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
     """Write a PEFT LoRA adapter (``peft.PeftModel.from_pretrained`` loads it) for ``model``'s
-    parallel updates; trained heads and norms go to ``modules_to_save``. Needs ``peft``."""
+    parallel updates; trained heads and norms go to ``modules_to_save``. Each file is replaced
+    atomically. Warns when the worst relative error exceeds :data:`WARN_ERROR`. Needs ``peft``."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -63,7 +72,9 @@ def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
     if not updates:
         raise TenpeftError(f"{state.method} adds no low-rank update to export; save it with tenpeft.save_adapter")
     with torch.no_grad():
-        factors = {n: low_rank_factors(w.delta_weight().float().cpu(), rank) for n, w in updates.items()}
+        deltas = {n: w.delta_weight().float().cpu() for n, w in updates.items()}
+        factors = {n: low_rank_factors(d, rank) for n, d in deltas.items()}
+        exact = max(int(torch.linalg.matrix_rank(d.double())) for d in deltas.values())
     plain = _plain_copy(model, state)
     to_save = sorted(set(state.head) | {n.rpartition(".")[0] for n, c in state.components.items() if c == "norms"})
     conv = {type(w.base).__name__ == "Conv1D" for w in updates.values()}
@@ -75,12 +86,34 @@ def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
         for name, (b, a, _) in factors.items():
             modules[name].lora_A["default"].weight.copy_(a)
             modules[name].lora_B["default"].weight.copy_(b)
-    peft_model.save_pretrained(directory)
-    export = LoraExport(directory, rank, {n: f[2] for n, f in factors.items()})
-    with open(os.path.join(directory, "tenpeft_export.json"), "w") as f:
-        json.dump({"method": state.method, "rank": rank, "max_error": export.max_error, "errors": export.errors}, f,
-                  indent=2)
+    _save_atomically(peft_model, directory)
+    export = LoraExport(directory, rank, {n: f[2] for n, f in factors.items()}, exact)
+    atomic_write_text(os.path.join(directory, "tenpeft_export.json"), json.dumps(
+        {"method": state.method, "rank": rank, "exact_rank": exact, "max_error": export.max_error,
+         "errors": export.errors}, indent=2))
+    _warn_if_lossy(export, state.method)
     return export
+
+
+def _save_atomically(peft_model, directory: str) -> None:
+    """PEFT's ``save_pretrained`` into a temporary folder beside ``directory``, then each file moved
+    into ``directory`` with ``os.replace``: a reader sees each old file or each new one, never a part."""
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".to_lora.", dir=directory) as staging:
+        peft_model.save_pretrained(staging)
+        for root, _, files in os.walk(staging):
+            for name in files:
+                target = os.path.join(directory, os.path.relpath(os.path.join(root, name), staging))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(os.path.join(root, name), target)
+
+
+def _warn_if_lossy(export: LoraExport, method: str) -> None:
+    if export.max_error > WARN_ERROR:
+        worst = max(export.errors, key=export.errors.get)
+        warnings.warn(f"to_lora at rank {export.rank} loses {export.max_error:.1%} of the {method} update of {worst} "
+                      f"(relative Frobenius error); its updates have rank up to {export.exact_rank}: export with "
+                      f"rank={export.exact_rank} to be exact", stacklevel=3)
 
 
 def _plain_copy(model: nn.Module, state) -> nn.Module:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .atomic import atomic_write_text
 from .adapters import activated, active_adapter, add_built, check_name, name_adapter
 from .engine import inject
 from .errors import TenpeftError
@@ -280,7 +281,6 @@ def push_to_hub(model: nn.Module, repo_id: str, *, private: bool | None = None, 
     with tempfile.TemporaryDirectory() as folder:
         save_adapter(model, folder)
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-            f.write(model_card(model, repo_id))
+        atomic_write_text(os.path.join(folder, "README.md"), model_card(model, repo_id))
         return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
                                  commit_message=commit_message or f"Upload tenpeft {state.method} adapter")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import TenpeftError
+from .quantized import quantized_reason
 from .model_methods import attach_model_methods, detach_model_methods
 from .placements import (AdapterWrapper, ParallelUpdate, SerialAdapter, check_not_stale, merged_wrappers, weight_delta,
                          wrappers)
@@ -25,6 +26,12 @@ def _check_mergeable(model: nn.Module) -> None:
     if serial:
         raise TenpeftError(f"{state_of(model).method} uses serial adapters ({serial[0]}, ...), which sit after a "
                            f"sublayer and cannot be merged into a weight; keep the adapted model as it is")
+    for name, wrapper in wrappers(model):
+        reason = quantized_reason(model, name, wrapper.base)
+        if reason:
+            raise TenpeftError(f"cannot merge into a quantized base ({reason}): the update would be rounded away "
+                               f"and the adapter lost; keep the adapter unmerged, or merge on a full-precision "
+                               f"base (load it without quantization_config, tenpeft.load_adapter, then merge)")
 
 
 @torch.no_grad()

@@ -11,6 +11,9 @@ from .state import state_of
 from .writer import write_adapter
 
 # what transformers' save_pretrained takes that a tenpeft adapter has no use for (one safetensors file, never sharded)
+# transformers 5 names the method twice; each takes its options dict under its own keyword
+_CHECKPOINTING = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
+                  "activation_checkpointing_enable": "activation_checkpointing_kwargs"}
 _IGNORED_SAVE_OPTIONS = {"safe_serialization", "max_shard_size", "variant", "save_function", "token"}
 
 
@@ -33,22 +36,46 @@ class AdapterSave:
         write_adapter(self.model, save_directory, state_dict=state_dict, is_main_process=is_main_process)
 
 
+_REENTRANT_SHARED = ("shares factors across layers, which reentrant checkpointing cannot train: each layer's "
+                     "recomputation runs its own backward through the shared factors (under DDP the ranks drift "
+                     "apart; with a per-forward cache the backward fails)")
+
+
 class CheckpointingGuard:
-    """``model.gradient_checkpointing_enable`` of a model with factors shared across layers: refuses
-    ``use_reentrant=True``. Reentrant checkpointing recomputes each layer in its own backward pass, so DDP
-    all-reduces a shared tensor's gradient before the other layers have added theirs, and the ranks drift
-    apart silently (LoRTA, 2 gloo ranks, 3 steps: parameter sums -2.9757 vs -3.0331; non-reentrant, the
-    default of transformers 5, is exact and agrees across ranks)."""
+    """``model.gradient_checkpointing_enable`` (and transformers 5's ``activation_checkpointing_enable``)
+    of a model with factors shared across layers: refuses ``use_reentrant=True``. Reentrant
+    checkpointing recomputes each layer in its own backward pass, so DDP all-reduces a shared tensor's
+    gradient before the other layers have added theirs, and the ranks drift apart silently (LoRTA, 2 gloo
+    ranks, 3 steps: parameter sums -2.9757 vs -3.0331; non-reentrant, the default of transformers 5, is
+    exact and agrees across ranks)."""
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    def __init__(self, model: nn.Module, name: str):
+        self.model, self.name = model, name
 
-    def __call__(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs):
-        if (gradient_checkpointing_kwargs or {}).get("use_reentrant"):
-            raise TenpeftError(f"{state_of(self.model).method} shares factors across layers, which reentrant "
-                               f"checkpointing lets drift apart between DDP ranks; use "
+    def __call__(self, kwargs: dict | None = None, **options):
+        chosen = kwargs if kwargs is not None else options.pop(_CHECKPOINTING[self.name], None)
+        if (chosen or {}).get("use_reentrant"):
+            raise TenpeftError(f"{state_of(self.model).method} {_REENTRANT_SHARED}; use "
                                f"gradient_checkpointing_kwargs={{'use_reentrant': False}} (transformers' default)")
-        return type(self.model).gradient_checkpointing_enable(self.model, gradient_checkpointing_kwargs, **kwargs)
+        return getattr(type(self.model), self.name)(self.model, chosen, **options)
+
+
+def reentrant_checkpointing(model: nn.Module) -> bool:
+    """Whether reentrant gradient checkpointing is on in ``model`` (transformers sets each layer's
+    ``_gradient_checkpointing_func`` to ``partial(checkpoint, use_reentrant=...)``)."""
+    return any(getattr(m, "gradient_checkpointing", False)
+               and getattr(getattr(m, "_gradient_checkpointing_func", None), "keywords", {}).get("use_reentrant")
+               for m in model.modules())
+
+
+def check_checkpointing(model: nn.Module, plan, method: str) -> None:
+    """Refuse, before ``inject`` changes anything, trained shared factors in a model that already has
+    reentrant checkpointing on."""
+    shared = any(p.requires_grad for m in plan.shared.values() for p in m.parameters())
+    if shared and reentrant_checkpointing(model):
+        raise TenpeftError(f"{method} {_REENTRANT_SHARED}, and this model has reentrant gradient checkpointing on; "
+                           f"call model.gradient_checkpointing_disable(), then after inject "
+                           f"model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}})")
 
 
 def attach_model_methods(model: nn.Module) -> None:
@@ -60,9 +87,11 @@ def attach_model_methods(model: nn.Module) -> None:
     if hasattr(model, "save_pretrained"):
         model.save_pretrained = AdapterSave(model)
     shared = getattr(model, "tenpeft_shared", None)
-    if hasattr(model, "gradient_checkpointing_enable") and shared is not None and any(
+    if shared is not None and any(
             p.requires_grad for p in shared.parameters()):
-        model.gradient_checkpointing_enable = CheckpointingGuard(model)
+        for name in _CHECKPOINTING:
+            if hasattr(model, name):
+                setattr(model, name, CheckpointingGuard(model, name))
 
 
 def detach_model_methods(model: nn.Module) -> None:
@@ -70,6 +99,6 @@ def detach_model_methods(model: nn.Module) -> None:
     per-forward pre-hook."""
     for key in [k for k, hook in model._forward_pre_hooks.items() if hook is refresh_per_forward]:
         del model._forward_pre_hooks[key]
-    for name, kind in (("save_pretrained", AdapterSave), ("gradient_checkpointing_enable", CheckpointingGuard)):
+    for name, kind in (("save_pretrained", AdapterSave), *((n, CheckpointingGuard) for n in _CHECKPOINTING)):
         if isinstance(vars(model).get(name), kind):
             delattr(model, name)

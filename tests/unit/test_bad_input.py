@@ -3,7 +3,10 @@ import pytest
 from torch import nn
 
 import tenpeft
-from helpers import assert_untouched, fingerprint
+import tenpeft.placements
+import torch
+
+from helpers import assert_untouched, fingerprint, perturbed
 from models import tiny_model
 
 
@@ -97,3 +100,70 @@ def test_shared_factors_on_a_sequential_are_refused(method):
     with pytest.raises(tenpeft.TenpeftError, match=r"nn.Sequential.*would run.*as a layer"):
         tenpeft.inject(model, method, target_modules=["0", "2"])
     assert_untouched(model, before)
+
+
+# issue 32: silent losses a new user met, each now refused (or warned) before anything changes
+
+@pytest.mark.parametrize("training", [False, True])
+def test_inject_puts_adapters_in_the_model_mode(training):
+    model = tiny_model("llama").train(training)
+    tenpeft.inject(model, "lorta")
+    assert {m.training for m in model.modules()} == {training}
+
+
+@pytest.mark.parametrize("enable", ["gradient_checkpointing_enable", "activation_checkpointing_enable"])
+def test_reentrant_checkpointing_of_shared_factors_is_refused_before_and_after_inject(enable):
+    kwargs = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
+              "activation_checkpointing_enable": "activation_checkpointing_kwargs"}[enable]
+    model = tiny_model("llama")
+    getattr(model, enable)(**{kwargs: {"use_reentrant": True}})
+    before = fingerprint(model)
+    with pytest.raises(tenpeft.TenpeftError, match="reentrant gradient checkpointing on; call model.gradient_chec"):
+        tenpeft.inject(model, "lorta")
+    assert_untouched(model, before)
+    assert not hasattr(model, "tenpeft_state")
+    fresh = tenpeft.inject(tiny_model("llama"), "lorta")
+    with pytest.raises(tenpeft.TenpeftError, match="use_reentrant': False"):
+        getattr(fresh, enable)(**{kwargs: {"use_reentrant": True}})
+    getattr(fresh, enable)(**{kwargs: {"use_reentrant": False}})  # allowed
+
+
+class _PackedWeight(torch.Tensor):
+    """Stands for a quantization library's weight tensor (its class lives in that library)."""
+
+
+_PackedWeight.__module__ = "torchao.dtypes.affine"
+
+
+@pytest.mark.parametrize("quantize", ["hf_quantizer", "int8_weight", "library_tensor"])
+def test_merge_onto_a_quantized_base_is_refused_and_changes_nothing(quantize):
+    model = perturbed(tenpeft.inject(tiny_model("bert"), "lora"), std=0.1)
+    query = model.bert.encoder.layer[0].attention.self.query.base
+    if quantize == "hf_quantizer":
+        model.hf_quantizer = type("QuantoHfQuantizer", (), {})()
+    elif quantize == "int8_weight":
+        query.weight = nn.Parameter(query.weight.detach().to(torch.int8), requires_grad=False)
+    else:
+        query.weight = nn.Parameter(torch.Tensor._make_subclass(_PackedWeight, query.weight.detach()), requires_grad=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(tenpeft.TenpeftError, match="cannot merge into a quantized base .* the adapter lost"):
+        tenpeft.merge(model)
+    with pytest.raises(tenpeft.TenpeftError, match="cannot merge into a quantized base"):
+        tenpeft.merge_and_unload(model)
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(torch.equal(after[n], v) for n, v in before.items())
+    assert hasattr(model, "tenpeft_state") and not any(w.merged for _, w in tenpeft.placements.wrappers(model))
+
+
+def test_a_lossy_lora_export_warns_with_the_exact_rank(tmp_path):
+    pytest.importorskip("peft")
+    model = perturbed(tenpeft.inject(tiny_model("gpt2"), "lora", rank=8), std=0.1)
+    with pytest.warns(UserWarning, match=r"to_lora at rank 2 loses .* export with rank=\d+ to be exact"):
+        export = tenpeft.to_lora(model, 2, tmp_path / "lossy")
+    assert export.exact_rank > 2 and export.max_error > 0.1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="to_lora")
+        exact = tenpeft.to_lora(model, export.exact_rank, tmp_path / "exact")
+    assert exact.max_error < 1e-5
+    assert not [p for p in (tmp_path / "exact").iterdir() if p.name.startswith(".")]  # no staging folder left
