@@ -47,7 +47,7 @@ def inject(model: nn.Module, method: str, **hyperparameters) -> nn.Module:
     check_checkpointing(model, plan, method)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     components, stored = _apply(model, plan)
-    model.tenpeft_state = TenpeftState(method, ctx.config, structure, targets, components, stored, expected, head,
+    model.tenpeft_state = TenpeftState(method, config, structure, targets, components, stored, expected, head,
                                        flags, _originals(model, components))
     attach_model_methods(model)
     return model
@@ -130,19 +130,20 @@ def _apply(model: nn.Module, plan: Plan) -> tuple[dict[str, str], list[str]]:
         for name, new in plan.replacements.items():
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name)
-            swapped.append((parent, attr, getattr(parent, attr), new))
+            swapped.append((parent, attr, getattr(parent, attr)))
             setattr(parent, attr, new)
         if plan.shared or not isinstance(model, nn.Sequential):
             model.add_module("tenpeft_shared", nn.ModuleDict(plan.shared))
     except BaseException:
-        for parent, attr, old, _ in reversed(swapped):
+        for parent, attr, old in reversed(swapped):
             setattr(parent, attr, old)
         if "tenpeft_shared" in model._modules:
             del model._modules["tenpeft_shared"]
         for name, p in params.items():
             p.requires_grad_(flags[name])
         raise
-    _match_mode(model, [new for *_, new in swapped] + [model._modules.get("tenpeft_shared", nn.Module())], [old for _, _, old, _ in swapped])
+    added = [*plan.replacements.values(), *([model.tenpeft_shared] if "tenpeft_shared" in model._modules else [])]
+    _match_mode(model, added, [old for _, _, old in swapped])
     after = dict(model.named_parameters())
     components = {n: by_id[id(p)] for n, p in after.items() if id(p) in by_id}
     return components, [n for n, p in after.items() if id(p) in stored_ids]

@@ -36,10 +36,13 @@ class LoraExport:
         return max(self.errors.values(), default=0.0)
 
 
-def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def low_rank_factors(delta: torch.Tensor, rank: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """``B (out x rank)``, ``A (rank x in)`` with ``B A`` the best rank-``rank`` approximation of
-    ``delta`` (zero-padded if ``rank`` exceeds its size), and the relative error."""
+    ``delta`` (zero-padded if ``rank`` exceeds its size), the relative error, and the numerical rank of
+    ``delta``: its singular values above ``s_max * max(out, in) * eps`` (``torch.linalg.matrix_rank``'s
+    rule, with ``eps`` of the precision ``delta`` was computed in, so rounding noise is not counted)."""
     u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    numerical = int((s > s[0] * max(delta.shape) * eps).sum()) if s.numel() and s[0] > 0 else 0
     k = min(rank, s.numel())
     root = s[:k].sqrt()
     b = torch.zeros(delta.shape[0], rank, dtype=torch.float64)
@@ -47,7 +50,7 @@ def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
     b[:, :k], a[:k] = u[:, :k] * root, root[:, None] * vh[:k]
     norm = torch.linalg.norm(delta.double())
     error = float(torch.linalg.norm(delta.double() - b @ a) / norm) if norm > 0 else 0.0
-    return b.float(), a.float(), error
+    return b.float(), a.float(), error, numerical
 
 
 WARN_ERROR = 1e-3  # a relative error above this is a lossy export, and to_lora warns
@@ -72,9 +75,8 @@ def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
     if not updates:
         raise TenpeftError(f"{state.method} adds no low-rank update to export; save it with tenpeft.save_adapter")
     with torch.no_grad():
-        deltas = {n: w.delta_weight().float().cpu() for n, w in updates.items()}
-        factors = {n: low_rank_factors(d, rank) for n, d in deltas.items()}
-        exact = max(int(torch.linalg.matrix_rank(d.double())) for d in deltas.values())
+        deltas = {n: w.delta_weight() for n, w in updates.items()}
+        factors = {n: low_rank_factors(d.float().cpu(), rank, torch.finfo(d.dtype).eps) for n, d in deltas.items()}
     plain = _plain_copy(model, state)
     to_save = sorted(set(state.head) | {n.rpartition(".")[0] for n, c in state.components.items() if c == "norms"})
     conv = {type(w.base).__name__ == "Conv1D" for w in updates.values()}
@@ -83,20 +85,20 @@ def to_lora(model: nn.Module, rank: int, directory: str) -> LoraExport:
     peft_model = get_peft_model(plain, config)
     modules = dict(peft_model.base_model.model.named_modules())
     with torch.no_grad():
-        for name, (b, a, _) in factors.items():
+        for name, (b, a, *_) in factors.items():
             modules[name].lora_A["default"].weight.copy_(a)
             modules[name].lora_B["default"].weight.copy_(b)
     _save_atomically(peft_model, directory)
-    export = LoraExport(directory, rank, {n: f[2] for n, f in factors.items()}, exact)
+    export = LoraExport(directory, rank, {n: f[2] for n, f in factors.items()}, max(f[3] for f in factors.values()))
     atomic_write_text(os.path.join(directory, "tenpeft_export.json"), json.dumps(
-        {"method": state.method, "rank": rank, "exact_rank": exact, "max_error": export.max_error,
+        {"method": state.method, "rank": rank, "exact_rank": export.exact_rank, "max_error": export.max_error,
          "errors": export.errors}, indent=2))
     _warn_if_lossy(export, state.method)
     return export
 
 
 def _save_atomically(peft_model, directory: str) -> None:
-    """PEFT's ``save_pretrained`` into a temporary folder beside ``directory``, then each file moved
+    """PEFT's ``save_pretrained`` into a temporary folder inside ``directory``, then each file moved
     into ``directory`` with ``os.replace``: a reader sees each old file or each new one, never a part."""
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".to_lora.", dir=directory) as staging:

@@ -10,10 +10,10 @@ from .placements import has_per_forward, refresh_per_forward
 from .state import state_of
 from .writer import write_adapter
 
-# what transformers' save_pretrained takes that a tenpeft adapter has no use for (one safetensors file, never sharded)
 # transformers 5 names the method twice; each takes its options dict under its own keyword
 _CHECKPOINTING = {"gradient_checkpointing_enable": "gradient_checkpointing_kwargs",
                   "activation_checkpointing_enable": "activation_checkpointing_kwargs"}
+# what transformers' save_pretrained takes that a tenpeft adapter has no use for (one safetensors file, never sharded)
 _IGNORED_SAVE_OPTIONS = {"safe_serialization", "max_shard_size", "variant", "save_function", "token"}
 
 
@@ -56,7 +56,7 @@ class CheckpointingGuard:
         chosen = kwargs if kwargs is not None else options.pop(_CHECKPOINTING[self.name], None)
         if (chosen or {}).get("use_reentrant"):
             raise TenpeftError(f"{state_of(self.model).method} {_REENTRANT_SHARED}; use "
-                               f"gradient_checkpointing_kwargs={{'use_reentrant': False}} (transformers' default)")
+                               f"{_CHECKPOINTING[self.name]}={{'use_reentrant': False}} (transformers' default)")
         return getattr(type(self.model), self.name)(self.model, chosen, **options)
 
 
@@ -87,8 +87,7 @@ def attach_model_methods(model: nn.Module) -> None:
     if hasattr(model, "save_pretrained"):
         model.save_pretrained = AdapterSave(model)
     shared = getattr(model, "tenpeft_shared", None)
-    if shared is not None and any(
-            p.requires_grad for p in shared.parameters()):
+    if shared is not None and any(p.requires_grad for p in shared.parameters()):
         for name in _CHECKPOINTING:
             if hasattr(model, name):
                 setattr(model, name, CheckpointingGuard(model, name))
